@@ -1,0 +1,30 @@
+# gatewatch: the two commands of the README, and their parts.
+#   make demo   set up, build, and run the end-to-end demo (local Mosquitto, rendered clip)
+#   make test   set up, build, and run the whole test suite
+.PHONY: setup build demo test lint bench clean
+
+CARGO ?= cargo
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+demo: build
+	bash scripts/demo.sh
+
+# Tests run in the release profile so the real models run at product speed; the binary under test
+# is the one `build` made.
+test: build
+	$(CARGO) test --release --locked --all-targets -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+
+bench: build
+	$(CARGO) bench --locked
+
+clean:
+	$(CARGO) clean

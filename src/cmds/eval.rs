@@ -1,0 +1,68 @@
+//! `gatewatch eval`: measure accuracy and latency on labelled data.
+
+use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::PlateConfig;
+use crate::eval;
+use crate::models::{self, ModelSet};
+use crate::plate::grammar::Region;
+use crate::plate::reader::{PlateReader, ReaderOptions};
+
+/// `gatewatch eval …`
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalCmd {
+    /// Plate accuracy over an OpenALPR-benchmark-format folder; last stdout line is a JSON summary.
+    Plates {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, default_value = "default")]
+        models: ModelSet,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Write each miss (truth, read, confidence) to this file, one JSON object per line.
+        #[arg(long)]
+        errors: Option<PathBuf>,
+        /// Only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
+    match cmd {
+        EvalCmd::Plates { dataset, models: set, threads, errors, limit } => {
+            let mut samples = eval::load_dataset(dataset)?;
+            if let Some(n) = limit {
+                samples.truncate(*n);
+            }
+            let defaults = PlateConfig::default();
+            let opts = ReaderOptions {
+                regions: defaults.regions.iter().filter_map(|r| Region::parse(r)).collect(),
+                min_confidence: defaults.min_confidence,
+                detector_max_side: defaults.detector_max_side,
+                threads: *threads,
+                ..ReaderOptions::default()
+            };
+            let mut reader = PlateReader::load(*set, &models::model_dir(None), None, opts)?;
+            let total = samples.len();
+            let outcomes = eval::evaluate(&mut reader, &samples, |i, _| {
+                if (i + 1) % 10 == 0 || i + 1 == total {
+                    eprint!("\reval: {}/{} images", i + 1, total);
+                }
+            })?;
+            eprintln!();
+            if let Some(path) = errors {
+                let mut f = std::fs::File::create(path)?;
+                for o in outcomes.iter().filter(|o| o.read.as_deref() != Some(o.truth.as_str())) {
+                    writeln!(f, "{}", serde_json::to_string(o)?)?;
+                }
+            }
+            let summary = eval::summarise(&outcomes, set.as_str(), *threads);
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod check;
+pub mod demo;
+pub mod eval;
+pub mod models;
+pub mod run;

@@ -1,0 +1,70 @@
+//! `gatewatch models`: list and verify model files against the manifest.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::models::{self, Manifest, ModelSet};
+
+/// `gatewatch models …`
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsCmd {
+    /// Check every model file against the manifest's sha256.
+    Verify {
+        /// Folder holding the models (default: models.dir resolution).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Fail only for this set's models (and all required ones).
+        #[arg(long)]
+        set: Option<ModelSet>,
+    },
+    /// List the manifest: files, roles, sets, sources and licences.
+    List,
+}
+
+pub fn run(cmd: &ModelsCmd) -> Result<ExitCode> {
+    let manifest = Manifest::builtin();
+    match cmd {
+        ModelsCmd::List => {
+            for m in &manifest.model {
+                let pkg = manifest.package_of(m);
+                println!(
+                    "{:<28} {:<22} sets={:<20} {} {}=={} [{}]",
+                    m.file,
+                    m.role,
+                    m.sets.join(","),
+                    pkg.map_or("?", |p| p.registry.as_str()),
+                    pkg.map_or("?", |p| p.name.as_str()),
+                    pkg.and_then(|p| p.version.as_deref()).unwrap_or("-"),
+                    m.licence
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCmd::Verify { dir, set } => {
+            let dir = models::model_dir(dir.as_deref());
+            println!("verifying models in {}", dir.display());
+            let mut failed = 0;
+            for v in models::verify_all(&dir) {
+                let needed = match set {
+                    Some(s) => v.sets.iter().any(|x| x == s.as_str()),
+                    None => !v.optional,
+                };
+                match &v.status {
+                    Ok(()) => println!("ok       {}", v.file),
+                    Err(e) if needed => {
+                        failed += 1;
+                        println!("FAILED   {}: {e}", v.file)
+                    }
+                    Err(_) => println!("absent   {} (optional; sets {} unavailable)", v.file, v.sets.join(",")),
+                }
+            }
+            if failed > 0 {
+                println!("{failed} model file(s) missing or corrupt");
+                return Ok(ExitCode::from(1));
+            }
+            println!("all required models verified");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

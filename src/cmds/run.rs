@@ -1,0 +1,146 @@
+//! `gatewatch run`: cameras → plate pipelines → MQTT, until a signal or every camera ends.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::delivery::{MqttLink, StatusFn};
+use crate::event::{format_ts, EventFactory, SeqCounter};
+use crate::models;
+use crate::pipeline::{self, PipelineParts, PipelineStats};
+use crate::plate::grammar::Region;
+use crate::plate::reader::{PlateReader, ReaderOptions};
+use crate::plate::tracker::TrackerOptions;
+use crate::source::camera::{self, CameraHealth, CameraOptions, FrameSlot};
+use crate::source::{capture, SourceSpec};
+
+/// Arguments of `gatewatch run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// Reader options from the config.
+pub fn reader_options(cfg: &Config) -> ReaderOptions {
+    ReaderOptions {
+        regions: cfg.plates.regions.iter().filter_map(|r| Region::parse(r)).collect(),
+        min_confidence: cfg.plates.min_confidence,
+        detector_max_side: cfg.plates.detector_max_side,
+        threads: cfg.runtime.threads,
+        ..ReaderOptions::default()
+    }
+}
+
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let cfg = Config::load(&args.config)?;
+    capture::configure_ffmpeg();
+    let started = Instant::now();
+    let model_dir = models::model_dir(cfg.models.dir.as_deref());
+    let reader = PlateReader::load(cfg.models.set, &model_dir, cfg.runtime.onnxruntime.as_deref(), reader_options(&cfg))
+        .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
+    tracing::info!(set = cfg.models.set.as_str(), dir = %model_dir.display(), "models loaded");
+    let reader = Arc::new(Mutex::new(reader));
+    let seq = SeqCounter::open(&cfg.state_dir)?;
+    tracing::info!(last_seq = seq.last(), state_dir = %cfg.state_dir.display(), "event sequence resumed");
+    let events = Arc::new(EventFactory::new(cfg.site.clone(), cfg.device.clone(), seq));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let _guard = rt.enter();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let cameras: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).cloned().collect();
+    let health: BTreeMap<String, Arc<CameraHealth>> =
+        cameras.iter().map(|c| (c.id.clone(), Arc::new(CameraHealth::default()))).collect();
+    let stats: BTreeMap<String, Arc<PipelineStats>> =
+        cameras.iter().map(|c| (c.id.clone(), Arc::new(PipelineStats::default()))).collect();
+    let status: StatusFn = {
+        let (health, started_at) = (health.clone(), format_ts(chrono::Utc::now()));
+        Arc::new(move || {
+            let cams: serde_json::Map<String, serde_json::Value> =
+                health.iter().map(|(id, h)| (id.clone(), h.snapshot())).collect();
+            serde_json::json!({
+                "state": "online",
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": started_at,
+                "uptime_s": started.elapsed().as_secs(),
+                "cameras": cams,
+            })
+        })
+    };
+    let (link, sender) = MqttLink::start(&cfg, status, Duration::from_secs(30));
+
+    let mut camera_threads = Vec::new();
+    let mut pipeline_threads = Vec::new();
+    for cam in &cameras {
+        let spec = SourceSpec::parse(&cam.url).map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.id))?;
+        let live = matches!(spec, SourceSpec::Capture { live: true, .. } | SourceSpec::V4l2(_));
+        let slot = FrameSlot::new(cam.handoff);
+        let opts = CameraOptions {
+            id: cam.id.clone(),
+            at_end: cam.at_end,
+            max_fps: cam.fps,
+            backoff_start: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        };
+        camera_threads.push(camera::spawn(spec.build(cam.fps), opts, slot.clone(), health[&cam.id].clone(), stop.clone())?);
+        pipeline_threads.push(pipeline::spawn(PipelineParts {
+            camera: cam.id.clone(),
+            lane: cam.lane.clone(),
+            live,
+            slot,
+            reader: reader.clone(),
+            tracker: TrackerOptions {
+                confirm_frames: cfg.plates.confirm_frames,
+                lost_after: cfg.plates.lost_after_s,
+                min_iou: 0.2,
+            },
+            events: events.clone(),
+            sender: sender.clone(),
+            stats: stats[&cam.id].clone(),
+        })?);
+    }
+    drop(sender);
+    tracing::info!(cameras = cameras.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let joiner = std::thread::spawn(move || {
+        for t in pipeline_threads {
+            let _ = t.join();
+        }
+        let _ = done_tx.send(());
+    });
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+            _ = term.recv() => tracing::info!("terminated; shutting down"),
+            _ = done_rx => tracing::info!("all cameras ended; shutting down"),
+        }
+        anyhow::Ok(())
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    for t in camera_threads {
+        let _ = t.join();
+    }
+    let _ = joiner.join();
+    let unacked = rt.block_on(link.shutdown(Duration::from_secs(15)));
+    let passages: u64 = stats.values().map(|s| s.passages.load(Ordering::Relaxed)).sum();
+    let frames: u64 = stats.values().map(|s| s.frames.load(Ordering::Relaxed)).sum();
+    tracing::info!(frames, passages, unacked, "gatewatch stopped");
+    if unacked > 0 {
+        tracing::error!(unacked, "some messages were not acknowledged by the broker before shutdown");
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}

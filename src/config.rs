@@ -1,0 +1,465 @@
+//! The configuration file: its structure, defaults and validation.
+//!
+//! Every validation error names the key it is about (`camera[1].url`), says what is wrong and
+//! what is allowed, so that `gatewatch check` can tell an installer exactly what to fix.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::models::ModelSet;
+use crate::source::SourceSpec;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Site name, e.g. `mongcai`; part of the default topic prefix.
+    pub site: String,
+    /// This box's name, unique within the site.
+    pub device: String,
+    /// Directory for state that must survive restarts (the event sequence counter).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub plates: PlateConfig,
+    /// Cameras; at least one.
+    #[serde(rename = "camera", default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so`; when unset, `GATEWATCH_ORT_LIB`, `ORT_DYLIB_PATH`, then the
+    /// install and development locations are tried.
+    pub onnxruntime: Option<PathBuf>,
+    /// Intra-op threads per model session (1 is fastest on a loaded 2-core box).
+    #[serde(default = "one")]
+    pub threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime: None,
+            threads: one(),
+        }
+    }
+}
+
+/// Which models to use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// `default` (registry packages only), `fast-alpr` or `clp`.
+    #[serde(default)]
+    pub set: ModelSet,
+    /// Directory holding the model files named in `models/manifest.toml`; when unset,
+    /// `GATEWATCH_MODEL_DIR`, then the install and development locations are tried.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            set: ModelSet::Default,
+            dir: None,
+        }
+    }
+}
+
+/// Broker connection and topics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Defaults to `gatewatch-<site>-<device>`.
+    pub client_id: Option<String>,
+    /// Defaults to `gatewatch/<site>/<device>`.
+    pub topic_prefix: Option<String>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Plate reading thresholds and tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlateConfig {
+    /// Reads below this recogniser confidence (0-1) are ignored.
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f32,
+    /// Frames a track must be read in before its event is published early.
+    #[serde(default = "default_confirm_frames")]
+    pub confirm_frames: u32,
+    /// A track not seen for this long is closed; the same plate seen later is a new passage.
+    #[serde(default = "default_lost_after")]
+    pub lost_after_s: f64,
+    /// Plate grammars to accept, in order of preference: `VN`, `CN`, `generic`.
+    #[serde(default = "default_regions")]
+    pub regions: Vec<String>,
+    /// Longest side of the frame given to the full-frame text detector (px, multiple of 32).
+    #[serde(default = "default_detector_max_side")]
+    pub detector_max_side: u32,
+}
+
+impl Default for PlateConfig {
+    fn default() -> Self {
+        Self {
+            min_confidence: default_min_confidence(),
+            confirm_frames: default_confirm_frames(),
+            lost_after_s: default_lost_after(),
+            regions: default_regions(),
+            detector_max_side: default_detector_max_side(),
+        }
+    }
+}
+
+/// What a file source does when it reaches its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AtEnd {
+    /// Start again from the beginning (a looping test feed).
+    #[default]
+    Restart,
+    /// Stop the camera; `run` exits once every camera has stopped and all events are delivered.
+    Stop,
+}
+
+/// How frames are handed from a camera to its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// Live camera behaviour: the newest frame wins, older unprocessed frames are dropped (counted).
+    #[default]
+    Newest,
+    /// Every frame is processed (the source waits); for recorded input and evaluation.
+    Every,
+}
+
+/// One camera watching one lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Camera name, unique on this device.
+    pub id: String,
+    /// The lane it watches.
+    pub lane: String,
+    /// `rtsp://…`, `http://…`, a video file, `folder:DIR` (images replayed in name order) or
+    /// `v4l2:/dev/videoN`.
+    pub url: String,
+    /// Frame rate for folder replay; for other sources a cap on processed frames per second.
+    pub fps: Option<f64>,
+    #[serde(default)]
+    pub at_end: AtEnd,
+    #[serde(default)]
+    pub handoff: Handoff,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/gatewatch")
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_min_confidence() -> f32 {
+    0.6
+}
+fn default_confirm_frames() -> u32 {
+    3
+}
+fn default_lost_after() -> f64 {
+    3.0
+}
+fn default_regions() -> Vec<String> {
+    vec!["VN".into(), "CN".into(), "generic".into()]
+}
+fn default_detector_max_side() -> u32 {
+    960
+}
+
+/// One problem with a configuration: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// A configuration that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for gatewatch: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n{}", .issues.len(), .issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(&e),
+        })?;
+        let issues = config.validate();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                issues,
+            })
+        }
+    }
+
+    /// The MQTT topic prefix in force.
+    pub fn topic_prefix(&self) -> String {
+        self.mqtt
+            .topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("gatewatch/{}/{}", self.site, self.device))
+    }
+
+    /// The MQTT client id in force.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("gatewatch-{}-{}", self.site, self.device))
+    }
+
+    /// Every problem found, in file order; empty when the configuration is usable.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut issue = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        for (key, value) in [("site", &self.site), ("device", &self.device)] {
+            if !is_topic_segment(value) {
+                issue(
+                    key,
+                    format!("{value:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+                );
+            }
+        }
+        if self.runtime.threads == 0 || self.runtime.threads > 16 {
+            issue(
+                "runtime.threads",
+                format!("{} is out of range: allowed 1 to 16", self.runtime.threads),
+            );
+        }
+        if self.mqtt.host.trim().is_empty() {
+            issue("mqtt.host", "is empty: give the broker's host name or IP address".into());
+        }
+        if self.mqtt.port == 0 {
+            issue("mqtt.port", "0 is not a port: allowed 1 to 65535".into());
+        }
+        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
+            issue(
+                "mqtt.keep_alive_s",
+                format!("{} is out of range: allowed 5 to 3600 seconds", self.mqtt.keep_alive_s),
+            );
+        }
+        if let Some(prefix) = &self.mqtt.topic_prefix {
+            if prefix.is_empty()
+                || prefix.ends_with('/')
+                || prefix.contains(['#', '+', '\0'])
+                || prefix.starts_with('/')
+            {
+                issue(
+                    "mqtt.topic_prefix",
+                    format!("{prefix:?} is not a usable topic prefix: no wildcards (#, +), no leading or trailing '/'"),
+                );
+            }
+        }
+        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
+            issue("mqtt.password", "is set without mqtt.username".into());
+        }
+        let p = &self.plates;
+        if !(0.0..=1.0).contains(&p.min_confidence) {
+            issue(
+                "plates.min_confidence",
+                format!("{} is out of range: allowed 0.0 to 1.0", p.min_confidence),
+            );
+        }
+        if !(1..=100).contains(&p.confirm_frames) {
+            issue(
+                "plates.confirm_frames",
+                format!("{} is out of range: allowed 1 to 100", p.confirm_frames),
+            );
+        }
+        if !(0.1..=3600.0).contains(&p.lost_after_s) {
+            issue(
+                "plates.lost_after_s",
+                format!("{} is out of range: allowed 0.1 to 3600 seconds", p.lost_after_s),
+            );
+        }
+        if p.regions.is_empty() {
+            issue("plates.regions", "is empty: allowed values are VN, CN, generic".into());
+        }
+        for (i, r) in p.regions.iter().enumerate() {
+            if crate::plate::grammar::Region::parse(r).is_none() {
+                issue(
+                    &format!("plates.regions[{i}]"),
+                    format!("{r:?} is not a known plate grammar: allowed VN, CN, generic"),
+                );
+            }
+        }
+        if p.detector_max_side < 320 || p.detector_max_side > 4096 || p.detector_max_side % 32 != 0 {
+            issue(
+                "plates.detector_max_side",
+                format!("{} is not allowed: use a multiple of 32 from 320 to 4096", p.detector_max_side),
+            );
+        }
+        if self.cameras.is_empty() {
+            issue("camera", "no camera is configured: add at least one [[camera]] table".into());
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("camera[{i}].{k}");
+            if !is_topic_segment(&cam.id) {
+                issue(
+                    &key("id"),
+                    format!("{:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'", cam.id),
+                );
+            }
+            if self.cameras[..i].iter().any(|c| c.id == cam.id) {
+                issue(&key("id"), format!("{:?} is used by an earlier camera: ids must be unique", cam.id));
+            }
+            if cam.lane.trim().is_empty() {
+                issue(&key("lane"), "is empty: name the lane this camera watches".into());
+            }
+            if let Err(e) = SourceSpec::parse(&cam.url) {
+                issue(&key("url"), e);
+            }
+            if let Some(fps) = cam.fps {
+                if !(0.1..=120.0).contains(&fps) {
+                    issue(&key("fps"), format!("{fps} is out of range: allowed 0.1 to 120"));
+                }
+            }
+        }
+        issues
+    }
+}
+
+/// Whether `s` can stand as one MQTT topic level and one file name.
+fn is_topic_segment(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Turns toml's error into one line naming the key when it can.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+site = "mongcai"
+device = "lane1"
+[mqtt]
+host = "127.0.0.1"
+[[camera]]
+id = "front"
+lane = "in-1"
+url = "rtsp://10.0.0.5/stream1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.topic_prefix(), "gatewatch/mongcai/lane1");
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.models.set, ModelSet::Default);
+        assert_eq!(c.cameras[0].handoff, Handoff::Newest);
+        assert_eq!(c.runtime.threads, 1);
+        assert_eq!(c.plates.confirm_frames, 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = MINIMAL
+            .replace("\"mongcai\"", "\"mong cai\"")
+            .replace("rtsp://10.0.0.5/stream1", "ftp://x")
+            + "[plates]\nmin_confidence = 1.5\nregions = [\"XX\"]\n";
+        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err();
+        let ConfigError::Invalid { issues, .. } = err else {
+            panic!("expected validation issues, got {err}")
+        };
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["site", "plates.min_confidence", "plates.regions[0]", "camera[0].url"]
+        );
+        assert!(issues[3].message.contains("rtsp://"), "{}", issues[3].message);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let text = MINIMAL.replace("[mqtt]", "[mqtt]\nhots = \"x\"");
+        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_camera_ids_are_rejected() {
+        let text = format!("{MINIMAL}\n[[camera]]\nid = \"front\"\nlane = \"x\"\nurl = \"folder:/tmp\"\n");
+        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("camera[1].id"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! gatewatch: an edge vision appliance for border-gate lanes and truck yards.
+//!
+//! Frames flow from [`source`]s through the [`plate`] pipeline ([`pipeline`]) into [`event`]s that
+//! [`delivery`] publishes over MQTT. [`cmds`] holds one module per subcommand; `main.rs` only
+//! parses arguments and dispatches.
+
+pub mod cmds;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod eval;
+pub mod event;
+pub mod logging;
+pub mod models;
+pub mod pipeline;
+pub mod plate;
+pub mod source;
+pub mod vision;

@@ -1,0 +1,114 @@
+//! The per-camera plate pipeline: frames → plate reads → tracks → one event per passage.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::delivery::EventSender;
+use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
+use crate::plate::reader::PlateReader;
+use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
+use crate::source::camera::{FrameSlot, Taken};
+use crate::source::process_clock;
+
+/// Counters of one camera's pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub frames: AtomicU64,
+    pub reads: AtomicU64,
+    pub passages: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What a pipeline needs.
+pub struct PipelineParts {
+    pub camera: String,
+    pub lane: String,
+    /// Whether the source is live (its frames carry the process clock; idle time closes tracks).
+    pub live: bool,
+    pub slot: Arc<FrameSlot>,
+    pub reader: Arc<Mutex<PlateReader>>,
+    pub tracker: TrackerOptions,
+    pub events: Arc<EventFactory>,
+    pub sender: EventSender,
+    pub stats: Arc<PipelineStats>,
+}
+
+/// Starts the pipeline thread; it ends when the camera's slot closes, after flushing its tracks.
+pub fn spawn(parts: PipelineParts) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("pipe-{}", parts.camera))
+        .spawn(move || run(parts))
+}
+
+fn run(p: PipelineParts) {
+    let mut tracker = Tracker::new(p.tracker.clone());
+    let mut last_t = f64::NEG_INFINITY;
+    // Maps stream time to wall time for the passage's first_seen.
+    let mut clock_ref: (f64, DateTime<Utc>) = (0.0, Utc::now());
+    loop {
+        let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
+            Taken::Frame(f) => f,
+            Taken::Closed => break,
+            Taken::Timeout => {
+                if p.live {
+                    let t = process_clock();
+                    let wall = Utc::now();
+                    emit(&p, tracker.update(t, &[]), (t, wall), wall);
+                }
+                continue;
+            }
+        };
+        if frame.t < last_t {
+            // A recorded stream started over: close what the previous run left open.
+            emit(&p, tracker.flush(), clock_ref, frame.captured_at);
+        }
+        last_t = frame.t;
+        clock_ref = (frame.t, frame.captured_at);
+        p.stats.frames.fetch_add(1, Ordering::Relaxed);
+        let reads = match p.reader.lock().expect("reader lock").read(&frame.image) {
+            Ok(r) => r,
+            Err(e) => {
+                p.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(camera = %p.camera, error = %format!("{e:#}"), "frame could not be read; skipped");
+                continue;
+            }
+        };
+        p.stats.reads.fetch_add(reads.len() as u64, Ordering::Relaxed);
+        for r in &reads {
+            tracing::debug!(camera = %p.camera, plate = %r.plate, confidence = r.confidence, t = frame.t, "plate read");
+        }
+        emit(&p, tracker.update(frame.t, &reads), clock_ref, frame.captured_at);
+    }
+    emit(&p, tracker.flush(), clock_ref, Utc::now());
+}
+
+fn emit(p: &PipelineParts, passages: Vec<Passage>, clock_ref: (f64, DateTime<Utc>), at: DateTime<Utc>) {
+    for pass in passages {
+        let first_seen = clock_ref.1 - ChronoDuration::milliseconds(((clock_ref.0 - pass.first_seen) * 1000.0) as i64);
+        let body = PlateEvent {
+            plate: pass.plate.clone(),
+            plate_raw: pass.plate_raw,
+            region: pass.region.as_str().to_owned(),
+            confidence: (pass.confidence * 1000.0).round() / 1000.0,
+            bbox: pass.bbox.to_px(),
+            frames: pass.frames,
+            first_seen: format_ts(first_seen.min(at)),
+        };
+        let event = match p.events.envelope(PLATE_SCHEMA, &p.camera, &p.lane, at, body) {
+            Ok(e) => e,
+            Err(e) => {
+                p.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(camera = %p.camera, error = %e, "cannot reserve an event number (state directory); event not produced");
+                continue;
+            }
+        };
+        p.stats.passages.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(camera = %p.camera, plate = %pass.plate, seq = event.seq, frames = pass.frames, "plate passage");
+        if let Err(e) = p.sender.send_blocking("events/plate", &event) {
+            tracing::error!(camera = %p.camera, seq = event.seq, error = %e, "event not delivered");
+        }
+    }
+}

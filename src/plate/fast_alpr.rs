@@ -1,0 +1,180 @@
+//! The fast-alpr model pair: a YOLOv9-t plate detector (NMS inside the graph) and the CCT-XS
+//! fixed-slot plate OCR. Both are MIT-licensed and live in `../shared/models/fast-alpr`; they read
+//! Latin plates only.
+
+use anyhow::{bail, Context, Result};
+use opencv::core::{Mat, Rect, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::text_rec::TextRead;
+use crate::vision::{self, BBox};
+
+/// A detected plate box with its score.
+#[derive(Debug, Clone)]
+pub struct PlateBox {
+    pub bbox: BBox,
+    pub score: f32,
+}
+
+/// YOLOv9-t plate detector, 416×416 letterboxed RGB input.
+pub struct YoloPlateDetector {
+    session: Session,
+    canvas: Mat,
+    resized: Mat,
+    input: Vec<f32>,
+    /// Minimum detection score.
+    pub threshold: f32,
+}
+
+const SIDE: i32 = 416;
+
+impl YoloPlateDetector {
+    pub fn new(session: Session) -> Self {
+        Self {
+            session,
+            canvas: Mat::default(),
+            resized: Mat::default(),
+            input: vec![0.0; (3 * SIDE * SIDE) as usize],
+            threshold: 0.4,
+        }
+    }
+
+    /// Finds plates in a BGR frame.
+    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<PlateBox>> {
+        let (w, h) = (frame.cols() as f32, frame.rows() as f32);
+        let scale = (SIDE as f32 / w).min(SIDE as f32 / h);
+        let (nw, nh) = ((w * scale).round() as i32, (h * scale).round() as i32);
+        let (px, py) = ((SIDE - nw) / 2, (SIDE - nh) / 2);
+        vision::resize_into(frame, &mut self.resized, nw, nh)?;
+        if self.canvas.empty() {
+            self.canvas = Mat::new_size_with_default(Size::new(SIDE, SIDE), opencv::core::CV_8UC3, Scalar::all(114.0))?;
+        } else {
+            self.canvas.set_to_def(&Scalar::all(114.0))?;
+        }
+        let mut roi = Mat::roi_mut(&mut self.canvas, Rect::new(px, py, nw, nh))?;
+        self.resized.copy_to(&mut roi)?;
+        vision::pack_chw(
+            &self.canvas,
+            &mut self.input,
+            0,
+            SIDE as usize,
+            SIDE as usize,
+            true,
+            1.0 / 255.0,
+            [0.0; 3],
+            [1.0; 3],
+        )?;
+        let tensor = TensorRef::from_array_view(([1usize, 3, SIDE as usize, SIDE as usize], &self.input[..]))?;
+        let outputs = self.session.run(ort::inputs![tensor]).context("plate detector inference")?;
+        let (shape, rows) = outputs[0].try_extract_tensor::<f32>()?;
+        if shape.len() != 2 || shape[1] != 7 {
+            bail!("unexpected plate detector output shape {shape:?}");
+        }
+        Ok(rows
+            .chunks_exact(7)
+            .filter(|r| r[6] >= self.threshold)
+            .map(|r| {
+                let x1 = ((r[1] - px as f32) / scale).clamp(0.0, w);
+                let y1 = ((r[2] - py as f32) / scale).clamp(0.0, h);
+                let x2 = ((r[3] - px as f32) / scale).clamp(0.0, w);
+                let y2 = ((r[4] - py as f32) / scale).clamp(0.0, h);
+                PlateBox {
+                    bbox: BBox { x: x1, y: y1, w: x2 - x1, h: y2 - y1 },
+                    score: r[6],
+                }
+            })
+            .filter(|b| b.bbox.w >= 4.0 && b.bbox.h >= 4.0)
+            .collect())
+    }
+}
+
+/// CCT-XS plate OCR: 128×64 RGB u8 in, 10 slots over `0-9A-Z_` out.
+pub struct CctRecogniser {
+    session: Session,
+    resized: Mat,
+    rgb: Mat,
+    input: Vec<u8>,
+}
+
+const CCT_W: i32 = 128;
+const CCT_H: i32 = 64;
+const CCT_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_";
+
+impl CctRecogniser {
+    pub fn new(session: Session) -> Self {
+        Self {
+            session,
+            resized: Mat::default(),
+            rgb: Mat::default(),
+            input: Vec::new(),
+        }
+    }
+
+    /// Reads each BGR plate crop.
+    pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
+        if crops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per = (CCT_W * CCT_H * 3) as usize;
+        self.input.clear();
+        for crop in crops {
+            vision::resize_into(crop, &mut self.resized, CCT_W, CCT_H)?;
+            imgproc::cvt_color_def(&self.resized, &mut self.rgb, imgproc::COLOR_BGR2RGB)?;
+            self.input.extend_from_slice(&self.rgb.data_bytes()?[..per]);
+        }
+        let shape = [crops.len(), CCT_H as usize, CCT_W as usize, 3];
+        let tensor = TensorRef::from_array_view((shape, &self.input[..]))?;
+        let outputs = self.session.run(ort::inputs![tensor]).context("plate OCR inference")?;
+        let (shape, probs) = outputs[0].try_extract_tensor::<f32>()?;
+        let (slots, classes) = (shape[1] as usize, shape[2] as usize);
+        if classes != CCT_ALPHABET.len() {
+            bail!("plate OCR has {classes} classes, expected {}", CCT_ALPHABET.len());
+        }
+        Ok(probs.chunks_exact(slots * classes).map(|p| decode_slots(p, classes)).collect())
+    }
+}
+
+/// Decodes fixed slots: argmax per slot, pad `_` dropped; confidence is the mean over all slots
+/// (pads included, as fast-plate-ocr does), so a plate padded with confident pads stays confident.
+fn decode_slots(probs: &[f32], classes: usize) -> TextRead {
+    let mut text = String::new();
+    let mut sum = 0.0;
+    let mut n = 0;
+    for slot in probs.chunks_exact(classes) {
+        let (best, p) = slot
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+        sum += p;
+        n += 1;
+        let c = CCT_ALPHABET[best] as char;
+        if c != '_' {
+            text.push(c);
+        }
+    }
+    TextRead {
+        text,
+        confidence: if n == 0 { 0.0 } else { sum / n as f32 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_decode_without_padding() {
+        let classes = CCT_ALPHABET.len();
+        let mut probs = vec![0.0f32; 4 * classes];
+        for (slot, ch) in "A1__".bytes().enumerate() {
+            let i = CCT_ALPHABET.iter().position(|&c| c == ch).unwrap();
+            probs[slot * classes + i] = 0.5;
+        }
+        let r = decode_slots(&probs, classes);
+        assert_eq!(r.text, "A1");
+        assert!((r.confidence - 0.5).abs() < 1e-6);
+    }
+}

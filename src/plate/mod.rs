@@ -1,0 +1,9 @@
+//! The plate path: detectors, recognisers, grammars, reader and tracker.
+
+pub mod clp;
+pub mod fast_alpr;
+pub mod grammar;
+pub mod reader;
+pub mod text_det;
+pub mod text_rec;
+pub mod tracker;

@@ -1,0 +1,288 @@
+//! One frame in, plate reads out: the model set's detector and recognisers composed with the
+//! grammars. `run` and `eval` both call [`PlateReader::read`], so what is measured is what runs.
+
+use anyhow::{Context, Result};
+use opencv::core::{Mat, Rect};
+use opencv::prelude::*;
+use std::path::Path;
+
+use super::clp::ClpDetector;
+use super::fast_alpr::{CctRecogniser, YoloPlateDetector};
+use super::grammar::{self, classify, Region};
+use super::text_det::TextDetector;
+use super::text_rec::{TextRead, TextRecogniser};
+use crate::models::{self, ModelSet};
+use crate::vision::{self, BBox};
+
+/// A plate read in one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateRead {
+    /// Normalised plate text.
+    pub plate: String,
+    /// The recogniser's text before normalisation (lines joined with a space).
+    pub raw: String,
+    pub region: Region,
+    /// Recogniser confidence, 0-1.
+    pub confidence: f32,
+    /// Where in the frame, in pixels.
+    pub bbox: BBox,
+}
+
+/// Reader settings taken from the config.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    pub regions: Vec<Region>,
+    pub min_confidence: f32,
+    /// Longest side of the frame given to full-frame detectors.
+    pub detector_max_side: u32,
+    /// Intra-op threads per session.
+    pub threads: usize,
+    /// Text lines shorter than this (px) are not read.
+    pub min_text_height: f32,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self {
+            regions: vec![Region::Vn, Region::Cn, Region::Generic],
+            min_confidence: 0.6,
+            detector_max_side: 960,
+            threads: 1,
+            min_text_height: 8.0,
+        }
+    }
+}
+
+enum Detector {
+    Text(TextDetector),
+    Yolo(YoloPlateDetector),
+    Clp(ClpDetector),
+}
+
+enum LatinRecogniser {
+    PpOcr(TextRecogniser),
+    Cct(CctRecogniser),
+}
+
+/// A loaded model set.
+pub struct PlateReader {
+    set: ModelSet,
+    detector: Detector,
+    latin: Option<LatinRecogniser>,
+    /// PP-OCRv4: reads CJK (Chinese province characters).
+    cjk: TextRecogniser,
+    opts: ReaderOptions,
+}
+
+/// A candidate text line: where it is and both readings.
+struct Line {
+    bbox: BBox,
+    read: TextRead,
+}
+
+impl PlateReader {
+    /// Loads and verifies the models of `set` from `model_dir`.
+    pub fn load(set: ModelSet, model_dir: &Path, ort_lib: Option<&Path>, opts: ReaderOptions) -> Result<Self> {
+        let env = models::ort_environment(ort_lib)?;
+        let open = |file: &str| -> Result<ort::session::Session> {
+            let path = models::verified_model(model_dir, file)?;
+            models::open_session(env, &path, opts.threads)
+        };
+        let cjk = TextRecogniser::new(open("ppocr_v4_rec.onnx")?)?;
+        let (detector, latin) = match set {
+            ModelSet::Default => (
+                Detector::Text(TextDetector::new(open("ppocr_v4_det.onnx")?, opts.detector_max_side)),
+                Some(LatinRecogniser::PpOcr(TextRecogniser::new(open("ppocr_v6_rec_small.onnx")?)?)),
+            ),
+            ModelSet::FastAlpr => (
+                Detector::Yolo(YoloPlateDetector::new(open("yolo_v9_t_416_plates.onnx")?)),
+                Some(LatinRecogniser::Cct(CctRecogniser::new(open("cct_xs_v2_global.onnx")?))),
+            ),
+            ModelSet::Clp => (
+                Detector::Clp(ClpDetector::new(open("clp_det.onnx")?, opts.detector_max_side)),
+                None,
+            ),
+        };
+        Ok(Self {
+            set,
+            detector,
+            latin,
+            cjk,
+            opts,
+        })
+    }
+
+    /// The model set in use.
+    pub fn model_set(&self) -> ModelSet {
+        self.set
+    }
+
+    /// Reads every plate in a BGR frame.
+    pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
+        vision::ensure_bgr(frame)?;
+        match &mut self.detector {
+            Detector::Text(det) => {
+                let boxes = det.detect(frame)?;
+                let mut lines_q = Vec::new();
+                let mut crops = Vec::new();
+                for b in boxes {
+                    let bbox = BBox::around(&b.quad);
+                    if bbox.h < self.opts.min_text_height || bbox.w < bbox.h * 0.8 {
+                        continue;
+                    }
+                    crops.push(vision::warp_quad(frame, &b.quad)?);
+                    lines_q.push(bbox);
+                }
+                let reads = self.read_lines(&crops)?;
+                let lines = lines_q.into_iter().zip(reads).map(|(bbox, read)| Line { bbox, read }).collect();
+                Ok(self.assemble(lines))
+            }
+            Detector::Yolo(det) => {
+                let boxes = det.detect(frame)?;
+                let crops = boxes
+                    .iter()
+                    .map(|b| vision::crop_padded(frame, &b.bbox, 0.0))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut out = Vec::new();
+                let latin = match &mut self.latin {
+                    Some(LatinRecogniser::Cct(r)) => r.recognise(&crops)?,
+                    _ => unreachable!("fast-alpr set always has CCT"),
+                };
+                for ((b, crop), read) in boxes.iter().zip(&crops).zip(latin) {
+                    let mut best = self.accept(&read.text, read.confidence, b.bbox);
+                    if self.opts.regions.contains(&Region::Cn) {
+                        // CCT has no CJK characters: a Chinese plate needs PP-OCRv4.
+                        let cjk = read_plate_rows(&mut self.cjk, crop)?;
+                        if grammar::has_cn_province(&cjk.text) {
+                            if let Some(r) = self.accept(&cjk.text, cjk.confidence, b.bbox) {
+                                best = Some(r);
+                            }
+                        }
+                    }
+                    out.extend(best);
+                }
+                Ok(out)
+            }
+            Detector::Clp(det) => {
+                let plates = det.detect(frame)?;
+                let mut out = Vec::new();
+                for p in plates {
+                    let crop = vision::warp_quad(frame, &p.quad)?;
+                    let read = read_plate_rows(&mut self.cjk, &crop)?;
+                    out.extend(self.accept(&read.text, read.confidence, p.bbox));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Reads text-line crops with both recognisers: the CJK reading wins when it holds a Chinese
+    /// province character, else the Latin one (measured best policy at a mixed border).
+    fn read_lines(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
+        let cjk = self.cjk.recognise(crops)?;
+        let latin = match &mut self.latin {
+            Some(LatinRecogniser::PpOcr(r)) => r.recognise(crops)?,
+            _ => return Ok(cjk),
+        };
+        Ok(cjk
+            .into_iter()
+            .zip(latin)
+            .map(|(c, l)| if grammar::has_cn_province(&c.text) { c } else { l })
+            .collect())
+    }
+
+    /// Pairs stacked lines into two-line plates, then accepts single lines.
+    fn assemble(&self, lines: Vec<Line>) -> Vec<PlateRead> {
+        let mut used = vec![false; lines.len()];
+        let mut out = Vec::new();
+        let two_line_regions: Vec<Region> =
+            self.opts.regions.iter().copied().filter(|r| *r != Region::Generic).collect();
+        for i in 0..lines.len() {
+            for j in 0..lines.len() {
+                if i == j || used[i] || used[j] || !stacked(&lines[i].bbox, &lines[j].bbox) {
+                    continue;
+                }
+                let text = format!("{} {}", lines[i].read.text, lines[j].read.text);
+                if let Some(m) = classify(&text, &two_line_regions) {
+                    let confidence = lines[i].read.confidence.min(lines[j].read.confidence);
+                    if confidence >= self.opts.min_confidence {
+                        used[i] = true;
+                        used[j] = true;
+                        out.push(PlateRead {
+                            plate: m.plate,
+                            raw: text,
+                            region: m.region,
+                            confidence,
+                            bbox: lines[i].bbox.union(&lines[j].bbox),
+                        });
+                    }
+                }
+            }
+        }
+        for (i, line) in lines.iter().enumerate() {
+            if !used[i] {
+                out.extend(self.accept(&line.read.text, line.read.confidence, line.bbox));
+            }
+        }
+        out
+    }
+
+    fn accept(&self, text: &str, confidence: f32, bbox: BBox) -> Option<PlateRead> {
+        if confidence < self.opts.min_confidence {
+            return None;
+        }
+        let m = classify(text, &self.opts.regions)?;
+        Some(PlateRead {
+            plate: m.plate,
+            raw: text.to_owned(),
+            region: m.region,
+            confidence,
+            bbox,
+        })
+    }
+}
+
+/// Whether `lower` sits right under `upper` like the second row of a two-line plate.
+fn stacked(upper: &BBox, lower: &BBox) -> bool {
+    let gap = lower.y - (upper.y + upper.h);
+    let h = upper.h.max(lower.h);
+    let overlap = (upper.x + upper.w).min(lower.x + lower.w) - upper.x.max(lower.x);
+    let narrower = upper.w.min(lower.w);
+    let height_ratio = upper.h / lower.h;
+    lower.y > upper.y && gap > -0.5 * h && gap < 0.6 * h && overlap > 0.5 * narrower && (0.5..2.0).contains(&height_ratio)
+}
+
+/// Reads a whole-plate crop with a line recogniser; a squarish crop is a two-line plate, read as
+/// its top and bottom halves and joined.
+pub fn read_plate_rows(rec: &mut TextRecogniser, crop: &Mat) -> Result<TextRead> {
+    let (w, h) = (crop.cols(), crop.rows());
+    if (w as f32) >= 2.2 * h as f32 || h < 16 {
+        return Ok(rec.recognise(std::slice::from_ref(crop))?.remove(0));
+    }
+    let top_h = (h as f32 * 0.52) as i32;
+    let bottom_y = (h as f32 * 0.46) as i32;
+    let top = Mat::roi(crop, Rect::new(0, 0, w, top_h))?.try_clone()?;
+    let bottom = Mat::roi(crop, Rect::new(0, bottom_y, w, h - bottom_y))?.try_clone()?;
+    let reads = rec.recognise(&[top, bottom]).context("two-line plate")?;
+    Ok(TextRead {
+        text: format!("{} {}", reads[0].text, reads[1].text),
+        confidence: reads[0].confidence.min(reads[1].confidence),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacked_lines_pair_and_side_by_side_do_not() {
+        let top = BBox { x: 100.0, y: 100.0, w: 80.0, h: 30.0 };
+        let bottom = BBox { x: 95.0, y: 135.0, w: 95.0, h: 32.0 };
+        assert!(stacked(&top, &bottom));
+        assert!(!stacked(&bottom, &top));
+        let beside = BBox { x: 200.0, y: 100.0, w: 80.0, h: 30.0 };
+        assert!(!stacked(&top, &beside));
+        let far_below = BBox { y: 200.0, ..bottom };
+        assert!(!stacked(&top, &far_below));
+    }
+}

@@ -1,0 +1,322 @@
+//! Turns per-frame plate reads into vehicle passages: one passage per vehicle, not per frame.
+//!
+//! A read joins the track whose last box it overlaps (IoU) or whose leading text it nearly equals
+//! (at most one differing character), else it opens a track. Each track votes over its reads,
+//! weighted by confidence. A track's passage is emitted once, as soon as its leading text has been
+//! read in `confirm_frames` frames, or when the track closes having never reached that. A track
+//! closes when it has not been seen for `lost_after` seconds, so a parked truck stays one passage
+//! however long it stands there, and the same plate coming back later is a new one.
+
+use std::collections::HashMap;
+
+use super::grammar::Region;
+use super::reader::PlateRead;
+use crate::vision::BBox;
+
+/// A vehicle passage: the voted plate of one track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub plate: String,
+    /// The raw text of the best single read of the winning plate.
+    pub plate_raw: String,
+    pub region: Region,
+    /// Mean confidence of the winning plate's reads, scaled by its share of the track's votes.
+    pub confidence: f32,
+    /// Box of the best read of the winning plate.
+    pub bbox: BBox,
+    /// Frames in which the track was read.
+    pub frames: u32,
+    /// Stream time (seconds) of the first and last read.
+    pub first_seen: f64,
+    pub last_seen: f64,
+}
+
+/// Tracking settings.
+#[derive(Debug, Clone)]
+pub struct TrackerOptions {
+    pub confirm_frames: u32,
+    pub lost_after: f64,
+    pub min_iou: f32,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Vote {
+    weight: f32,
+    count: u32,
+    conf_sum: f32,
+    best_conf: f32,
+    best_raw: String,
+    best_bbox: BBox,
+    region: Option<Region>,
+}
+
+#[derive(Debug)]
+struct Track {
+    last_bbox: BBox,
+    first_seen: f64,
+    last_seen: f64,
+    frames: u32,
+    votes: HashMap<String, Vote>,
+    emitted: bool,
+}
+
+impl Track {
+    fn leader(&self) -> (&String, &Vote) {
+        self.votes
+            .iter()
+            .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight).then_with(|| b.0.cmp(a.0)))
+            .expect("a track has at least one vote")
+    }
+
+    fn passage(&self) -> Passage {
+        let total: f32 = self.votes.values().map(|v| v.weight).sum();
+        let (plate, v) = self.leader();
+        Passage {
+            plate: plate.clone(),
+            plate_raw: v.best_raw.clone(),
+            region: v.region.unwrap_or(Region::Generic),
+            confidence: (v.conf_sum / v.count as f32) * (v.weight / total),
+            bbox: v.best_bbox,
+            frames: self.frames,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// The tracks of one camera.
+pub struct Tracker {
+    opts: TrackerOptions,
+    tracks: Vec<Track>,
+}
+
+impl Tracker {
+    pub fn new(opts: TrackerOptions) -> Self {
+        Self {
+            opts,
+            tracks: Vec::new(),
+        }
+    }
+
+    /// Number of open tracks.
+    pub fn open_tracks(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Feeds the reads of the frame at stream time `t`; returns passages ready to publish.
+    pub fn update(&mut self, t: f64, reads: &[PlateRead]) -> Vec<Passage> {
+        let mut out = Vec::new();
+        let mut touched = vec![false; self.tracks.len()];
+        for read in reads {
+            let idx = self.associate(read, &touched);
+            let idx = match idx {
+                Some(i) => i,
+                None => {
+                    self.tracks.push(Track {
+                        last_bbox: read.bbox,
+                        first_seen: t,
+                        last_seen: t,
+                        frames: 0,
+                        votes: HashMap::new(),
+                        emitted: false,
+                    });
+                    touched.push(false);
+                    self.tracks.len() - 1
+                }
+            };
+            touched[idx] = true;
+            let track = &mut self.tracks[idx];
+            track.last_bbox = read.bbox;
+            track.last_seen = t;
+            track.frames += 1;
+            let v = track.votes.entry(read.plate.clone()).or_default();
+            v.weight += read.confidence;
+            v.count += 1;
+            v.conf_sum += read.confidence;
+            v.region = Some(read.region);
+            if read.confidence >= v.best_conf {
+                v.best_conf = read.confidence;
+                v.best_raw = read.raw.clone();
+                v.best_bbox = read.bbox;
+            }
+            if !track.emitted && track.leader().1.count >= self.opts.confirm_frames {
+                track.emitted = true;
+                out.push(track.passage());
+            }
+        }
+        let lost_after = self.opts.lost_after;
+        self.tracks.retain(|tr| {
+            let open = t - tr.last_seen <= lost_after;
+            if !open && !tr.emitted {
+                out.push(tr.passage());
+            }
+            open
+        });
+        out
+    }
+
+    /// Closes every track (end of stream); returns the passages not yet emitted.
+    pub fn flush(&mut self) -> Vec<Passage> {
+        self.tracks.drain(..).filter(|t| !t.emitted).map(|t| t.passage()).collect()
+    }
+
+    fn associate(&self, read: &PlateRead, touched: &[bool]) -> Option<usize> {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, tr) in self.tracks.iter().enumerate() {
+            if touched[i] {
+                continue;
+            }
+            let iou = tr.last_bbox.iou(&read.bbox);
+            let text_match = tr
+                .votes
+                .keys()
+                .any(|p| near_equal(p, &read.plate) || (is_fragment(p, &read.plate) && close(&tr.last_bbox, &read.bbox)));
+            let score = if iou >= self.opts.min_iou {
+                iou + if text_match { 1.0 } else { 0.0 }
+            } else if text_match {
+                0.5
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// Whether one plate is a prefix or suffix of the other (a partly detected plate, e.g. one row
+/// of a two-line plate), at least 2 characters long.
+fn is_fragment(a: &str, b: &str) -> bool {
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    short.len() >= 2 && long.len() > short.len() && (long.starts_with(short) || long.ends_with(short))
+}
+
+/// Whether two boxes are near each other: centres within twice the taller box's height.
+fn close(a: &BBox, b: &BBox) -> bool {
+    let (ax, ay) = (a.x + a.w / 2.0, a.y + a.h / 2.0);
+    let (bx, by) = (b.x + b.w / 2.0, b.y + b.h / 2.0);
+    ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() < 2.0 * a.h.max(b.h)
+}
+
+/// Whether two plates differ in at most one character (same length) or by one missing character.
+pub fn near_equal(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    match a.len() as isize - b.len() as isize {
+        0 => a.iter().zip(&b).filter(|(x, y)| x != y).count() <= 1,
+        1 | -1 => {
+            let (long, short) = if a.len() > b.len() { (&a, &b) } else { (&b, &a) };
+            (0..long.len()).any(|skip| {
+                long.iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != skip)
+                    .map(|(_, c)| c)
+                    .eq(short.iter())
+            })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(plate: &str, x: f32, conf: f32) -> PlateRead {
+        PlateRead {
+            plate: plate.into(),
+            raw: plate.into(),
+            region: Region::Vn,
+            confidence: conf,
+            bbox: BBox { x, y: 100.0, w: 100.0, h: 30.0 },
+        }
+    }
+
+    fn tracker() -> Tracker {
+        Tracker::new(TrackerOptions {
+            confirm_frames: 3,
+            lost_after: 1.0,
+            min_iou: 0.2,
+        })
+    }
+
+    #[test]
+    fn one_passage_per_vehicle_with_voting() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // A plate moving right, misread once.
+        for (i, p) in ["51A12345", "51A12346", "51A12345", "51A12345", "51A12345"].iter().enumerate() {
+            out.extend(t.update(i as f64 * 0.2, &[read(p, 10.0 * i as f32, 0.9)]));
+        }
+        out.extend(t.update(5.0, &[]));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].plate, "51A12345");
+        // Emitted early, at the third agreeing read, which is the track's fourth frame.
+        assert_eq!(out[0].frames, 4);
+        assert_eq!(t.open_tracks(), 0);
+    }
+
+    #[test]
+    fn a_parked_plate_is_one_passage_and_a_return_is_another() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        for i in 0..100 {
+            out.extend(t.update(i as f64 * 0.5, &[read("29C12345", 0.0, 0.9)]));
+        }
+        assert_eq!(out.len(), 1);
+        // Gone for longer than lost_after, then back: a new passage.
+        out.extend(t.update(60.0, &[]));
+        for i in 0..3 {
+            out.extend(t.update(70.0 + i as f64 * 0.2, &[read("29C12345", 0.0, 0.9)]));
+        }
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn short_tracks_are_emitted_when_they_close_or_at_flush() {
+        let mut t = tracker();
+        assert!(t.update(0.0, &[read("30E1234", 0.0, 0.8)]).is_empty());
+        let out = t.update(2.0, &[read("ABC1234", 500.0, 0.8)]);
+        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["30E1234"]);
+        let out = t.flush();
+        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["ABC1234"]);
+    }
+
+    #[test]
+    fn two_plates_in_one_frame_are_two_tracks() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let f = i as f64 * 0.1;
+            out.extend(t.update(f, &[read("51A12345", 0.0, 0.9), read("51A12346", 400.0, 0.9)]));
+        }
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_fragment_of_a_nearby_plate_joins_its_track() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        for i in 0..4 {
+            out.extend(t.update(i as f64 * 0.2, &[read("29C123456", 0.0, 0.8)]));
+        }
+        // Next frames see only the top row, moved well past IoU range but still close.
+        let mut top = read("29C1", 0.0, 0.95);
+        top.bbox = BBox { x: 10.0, y: 60.0, w: 60.0, h: 30.0 };
+        for i in 4..8 {
+            out.extend(t.update(i as f64 * 0.2, &[top.clone()]));
+        }
+        out.extend(t.flush());
+        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["29C123456"]);
+    }
+
+    #[test]
+    fn near_equal_allows_one_edit() {
+        assert!(near_equal("51A12345", "51A12346"));
+        assert!(near_equal("51A12345", "51A1234"));
+        assert!(near_equal("51A1234", "51AB1234"));
+        assert!(!near_equal("51A12345", "51B12346"));
+        assert!(!near_equal("51A12345", "51A123"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Image operations shared by the model stages: frames, crops and tensor packing.
+//!
+//! Frames are OpenCV `Mat`s in BGR order (what cameras and decoders give), so no stage converts
+//! formats on the hot path unless its model needs another layout.
+
+use anyhow::{ensure, Context, Result};
+use opencv::core::{Mat, Point2f, Rect, Size, Vector, CV_8UC3};
+use opencv::imgproc;
+use opencv::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// An axis-aligned box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl BBox {
+    /// The bounding box of a set of points.
+    pub fn around(points: &[Point2f]) -> BBox {
+        let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        for p in points {
+            x0 = x0.min(p.x);
+            y0 = y0.min(p.y);
+            x1 = x1.max(p.x);
+            y1 = y1.max(p.y);
+        }
+        BBox {
+            x: x0,
+            y: y0,
+            w: (x1 - x0).max(0.0),
+            h: (y1 - y0).max(0.0),
+        }
+    }
+
+    /// Intersection over union.
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let ix = (self.x + self.w).min(o.x + o.w) - self.x.max(o.x);
+        let iy = (self.y + self.h).min(o.y + o.h) - self.y.max(o.y);
+        if ix <= 0.0 || iy <= 0.0 {
+            return 0.0;
+        }
+        let inter = ix * iy;
+        inter / (self.w * self.h + o.w * o.h - inter)
+    }
+
+    /// The smallest box holding both.
+    pub fn union(&self, o: &BBox) -> BBox {
+        let x = self.x.min(o.x);
+        let y = self.y.min(o.y);
+        BBox {
+            x,
+            y,
+            w: (self.x + self.w).max(o.x + o.w) - x,
+            h: (self.y + self.h).max(o.y + o.h) - y,
+        }
+    }
+
+    /// Rounded `[x, y, w, h]` for events.
+    pub fn to_px(self) -> [i32; 4] {
+        [
+            self.x.round() as i32,
+            self.y.round() as i32,
+            self.w.round() as i32,
+            self.h.round() as i32,
+        ]
+    }
+}
+
+/// Checks that a frame is a non-empty 8-bit BGR image: corrupt frames stop here with a clear error.
+pub fn ensure_bgr(frame: &Mat) -> Result<()> {
+    ensure!(!frame.empty(), "empty frame");
+    ensure!(
+        frame.typ() == CV_8UC3,
+        "frame is not 8-bit BGR (OpenCV type {})",
+        frame.typ()
+    );
+    ensure!(frame.cols() >= 16 && frame.rows() >= 16, "frame too small: {}x{}", frame.cols(), frame.rows());
+    Ok(())
+}
+
+/// Resizes with bilinear interpolation into `dst` (reused between calls).
+pub fn resize_into(src: &Mat, dst: &mut Mat, w: i32, h: i32) -> Result<()> {
+    imgproc::resize(src, dst, Size::new(w, h), 0.0, 0.0, imgproc::INTER_LINEAR).context("resize")
+}
+
+/// Orders four corners as top-left, top-right, bottom-right, bottom-left.
+pub fn order_quad(pts: [Point2f; 4]) -> [Point2f; 4] {
+    let mut by_x = pts;
+    by_x.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let (mut left, mut right) = ([by_x[0], by_x[1]], [by_x[2], by_x[3]]);
+    left.sort_by(|a, b| a.y.total_cmp(&b.y));
+    right.sort_by(|a, b| a.y.total_cmp(&b.y));
+    [left[0], right[0], right[1], left[1]]
+}
+
+/// Cuts the quadrilateral `quad` (tl, tr, br, bl) out of `frame` and straightens it: this is the
+/// crop's deskew. The output size follows the quad's own side lengths.
+pub fn warp_quad(frame: &Mat, quad: &[Point2f; 4]) -> Result<Mat> {
+    let d = |a: Point2f, b: Point2f| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
+    let w = d(quad[0], quad[1]).max(d(quad[3], quad[2])).round().max(2.0);
+    let h = d(quad[0], quad[3]).max(d(quad[1], quad[2])).round().max(2.0);
+    let dst = [
+        Point2f::new(0.0, 0.0),
+        Point2f::new(w, 0.0),
+        Point2f::new(w, h),
+        Point2f::new(0.0, h),
+    ];
+    let m = imgproc::get_perspective_transform_slice_def(*quad, dst).context("perspective transform")?;
+    let mut out = Mat::default();
+    imgproc::warp_perspective(
+        frame,
+        &mut out,
+        &m,
+        Size::new(w as i32, h as i32),
+        imgproc::INTER_LINEAR,
+        opencv::core::BORDER_REPLICATE,
+        opencv::core::Scalar::default(),
+    )
+    .context("warp crop")?;
+    Ok(out)
+}
+
+/// An axis-aligned crop grown by `pad` (fraction of each side), clamped to the frame; copied.
+pub fn crop_padded(frame: &Mat, b: &BBox, pad: f32) -> Result<Mat> {
+    let (fw, fh) = (frame.cols() as f32, frame.rows() as f32);
+    let x0 = (b.x - b.w * pad).clamp(0.0, fw - 1.0);
+    let y0 = (b.y - b.h * pad).clamp(0.0, fh - 1.0);
+    let x1 = (b.x + b.w * (1.0 + pad)).clamp(x0 + 1.0, fw);
+    let y1 = (b.y + b.h * (1.0 + pad)).clamp(y0 + 1.0, fh);
+    let r = Rect::new(x0 as i32, y0 as i32, (x1 - x0) as i32, (y1 - y0) as i32);
+    Ok(Mat::roi(frame, r)?.try_clone()?)
+}
+
+/// Packs a BGR `Mat` into `dst` at `offset` as planar CHW f32 with `(v * scale - mean[c]) * inv_std`
+/// per channel. `swap_rb` gives RGB order. `dst` must already hold `3 * plane` values from
+/// `offset`, where `plane` is the destination plane size (`plane_w * rows`); columns beyond the
+/// image's width are left as they are (padding).
+#[allow(clippy::too_many_arguments)]
+pub fn pack_chw(
+    img: &Mat,
+    dst: &mut [f32],
+    offset: usize,
+    plane_w: usize,
+    plane_h: usize,
+    swap_rb: bool,
+    scale: f32,
+    mean: [f32; 3],
+    inv_std: [f32; 3],
+) -> Result<()> {
+    ensure!(img.typ() == CV_8UC3, "pack_chw needs 8-bit BGR");
+    let (w, h) = (img.cols() as usize, img.rows() as usize);
+    ensure!(w <= plane_w && h <= plane_h, "image {w}x{h} larger than tensor plane {plane_w}x{plane_h}");
+    let plane = plane_w * plane_h;
+    ensure!(dst.len() >= offset + 3 * plane, "tensor buffer too small");
+    let cont = if img.is_continuous() { None } else { Some(img.try_clone()?) };
+    let data = cont.as_ref().unwrap_or(img).data_bytes()?;
+    for y in 0..h {
+        let row = &data[y * w * 3..(y + 1) * w * 3];
+        for x in 0..w {
+            for c in 0..3 {
+                let src_c = if swap_rb { 2 - c } else { c };
+                let v = row[x * 3 + src_c] as f32;
+                dst[offset + c * plane + y * plane_w + x] = (v * scale - mean[c]) * inv_std[c];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an encoded image (JPEG, PNG, …) into a BGR `Mat`.
+pub fn decode_image(bytes: &[u8]) -> Result<Mat> {
+    let buf = Vector::<u8>::from_slice(bytes);
+    let m = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR).context("decode image")?;
+    ensure!(!m.empty(), "not a decodable image ({} bytes)", bytes.len());
+    Ok(m)
+}
+
+/// Reads an image file into a BGR `Mat`.
+pub fn read_image(path: &std::path::Path) -> Result<Mat> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    decode_image(&bytes).with_context(|| format!("decode {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_and_union() {
+        let a = BBox { x: 0.0, y: 0.0, w: 10.0, h: 10.0 };
+        let b = BBox { x: 5.0, y: 0.0, w: 10.0, h: 10.0 };
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(a.iou(&BBox { x: 20.0, ..a }), 0.0);
+        assert_eq!(a.union(&b), BBox { x: 0.0, y: 0.0, w: 15.0, h: 10.0 });
+    }
+
+    #[test]
+    fn quad_order_is_clockwise_from_top_left() {
+        let p = |x, y| Point2f::new(x, y);
+        let q = order_quad([p(10.0, 10.0), p(0.0, 0.0), p(0.0, 10.0), p(10.0, 0.0)]);
+        assert_eq!(q, [p(0.0, 0.0), p(10.0, 0.0), p(10.0, 10.0), p(0.0, 10.0)]);
+    }
+
+    #[test]
+    fn corrupt_bytes_are_an_error_not_a_panic() {
+        assert!(decode_image(b"\xff\xd8\xff\xe0 truncated jpeg").is_err());
+        assert!(decode_image(&[]).is_err());
+    }
+
+    #[test]
+    fn pack_chw_normalises_and_swaps_channels() {
+        let m = Mat::new_rows_cols_with_default(1, 2, CV_8UC3, opencv::core::Scalar::new(10.0, 20.0, 30.0, 0.0))
+            .unwrap();
+        let mut dst = vec![-9.0f32; 3 * 3];
+        pack_chw(&m, &mut dst, 0, 3, 1, true, 1.0, [0.0; 3], [1.0; 3]).unwrap();
+        assert_eq!(dst, vec![30.0, 30.0, -9.0, 20.0, 20.0, -9.0, 10.0, 10.0, -9.0]);
+    }
+}
