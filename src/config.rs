@@ -296,7 +296,10 @@ impl Config {
             );
         }
         if self.mqtt.host.trim().is_empty() {
-            issue("mqtt.host", "is empty: give the broker's host name or IP address".into());
+            issue(
+                "mqtt.host",
+                "is empty: give the broker's host name or IP address".into(),
+            );
         }
         if self.mqtt.port == 0 {
             issue("mqtt.port", "0 is not a port: allowed 1 to 65535".into());
@@ -304,7 +307,10 @@ impl Config {
         if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
             issue(
                 "mqtt.keep_alive_s",
-                format!("{} is out of range: allowed 5 to 3600 seconds", self.mqtt.keep_alive_s),
+                format!(
+                    "{} is out of range: allowed 5 to 3600 seconds",
+                    self.mqtt.keep_alive_s
+                ),
             );
         }
         if let Some(prefix) = &self.mqtt.topic_prefix {
@@ -338,11 +344,17 @@ impl Config {
         if !(0.1..=3600.0).contains(&p.lost_after_s) {
             issue(
                 "plates.lost_after_s",
-                format!("{} is out of range: allowed 0.1 to 3600 seconds", p.lost_after_s),
+                format!(
+                    "{} is out of range: allowed 0.1 to 3600 seconds",
+                    p.lost_after_s
+                ),
             );
         }
         if p.regions.is_empty() {
-            issue("plates.regions", "is empty: allowed values are VN, CN, generic".into());
+            issue(
+                "plates.regions",
+                "is empty: allowed values are VN, CN, generic".into(),
+            );
         }
         for (i, r) in p.regions.iter().enumerate() {
             if crate::plate::grammar::Region::parse(r).is_none() {
@@ -352,14 +364,21 @@ impl Config {
                 );
             }
         }
-        if p.detector_max_side < 320 || p.detector_max_side > 4096 || p.detector_max_side % 32 != 0 {
+        if p.detector_max_side < 320 || p.detector_max_side > 4096 || p.detector_max_side % 32 != 0
+        {
             issue(
                 "plates.detector_max_side",
-                format!("{} is not allowed: use a multiple of 32 from 320 to 4096", p.detector_max_side),
+                format!(
+                    "{} is not allowed: use a multiple of 32 from 320 to 4096",
+                    p.detector_max_side
+                ),
             );
         }
         if self.cameras.is_empty() {
-            issue("camera", "no camera is configured: add at least one [[camera]] table".into());
+            issue(
+                "camera",
+                "no camera is configured: add at least one [[camera]] table".into(),
+            );
         }
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = |k: &str| format!("camera[{i}].{k}");
@@ -370,17 +389,29 @@ impl Config {
                 );
             }
             if self.cameras[..i].iter().any(|c| c.id == cam.id) {
-                issue(&key("id"), format!("{:?} is used by an earlier camera: ids must be unique", cam.id));
+                issue(
+                    &key("id"),
+                    format!(
+                        "{:?} is used by an earlier camera: ids must be unique",
+                        cam.id
+                    ),
+                );
             }
             if cam.lane.trim().is_empty() {
-                issue(&key("lane"), "is empty: name the lane this camera watches".into());
+                issue(
+                    &key("lane"),
+                    "is empty: name the lane this camera watches".into(),
+                );
             }
             if let Err(e) = SourceSpec::parse(&cam.url) {
                 issue(&key("url"), e);
             }
             if let Some(fps) = cam.fps {
                 if !(0.1..=120.0).contains(&fps) {
-                    issue(&key("fps"), format!("{fps} is out of range: allowed 0.1 to 120"));
+                    issue(
+                        &key("fps"),
+                        format!("{fps} is out of range: allowed 0.1 to 120"),
+                    );
                 }
             }
         }
@@ -391,8 +422,7 @@ impl Config {
 /// Whether `s` can stand as one MQTT topic level and one file name.
 fn is_topic_segment(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -444,22 +474,36 @@ url = "rtsp://10.0.0.5/stream1"
         let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["site", "plates.min_confidence", "plates.regions[0]", "camera[0].url"]
+            [
+                "site",
+                "plates.min_confidence",
+                "plates.regions[0]",
+                "camera[0].url"
+            ]
         );
-        assert!(issues[3].message.contains("rtsp://"), "{}", issues[3].message);
+        assert!(
+            issues[3].message.contains("rtsp://"),
+            "{}",
+            issues[3].message
+        );
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
         let text = MINIMAL.replace("[mqtt]", "[mqtt]\nhots = \"x\"");
-        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hots"), "{err}");
     }
 
     #[test]
     fn duplicate_camera_ids_are_rejected() {
-        let text = format!("{MINIMAL}\n[[camera]]\nid = \"front\"\nlane = \"x\"\nurl = \"folder:/tmp\"\n");
-        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let text =
+            format!("{MINIMAL}\n[[camera]]\nid = \"front\"\nlane = \"x\"\nurl = \"folder:/tmp\"\n");
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("camera[1].id"), "{err}");
     }
 }

@@ -88,11 +88,21 @@ pub fn mqtt_options(cfg: &Config) -> MqttOptions {
 impl MqttLink {
     /// Connects (in the background, retrying with backoff) and returns the link and the sender
     /// pipeline threads use. Must be called inside a Tokio runtime.
-    pub fn start(cfg: &Config, status: StatusFn, status_every: Duration) -> (MqttLink, EventSender) {
+    pub fn start(
+        cfg: &Config,
+        status: StatusFn,
+        status_every: Duration,
+    ) -> (MqttLink, EventSender) {
         let (client, eventloop) = AsyncClient::new(mqtt_options(cfg), 256);
         let prefix = cfg.topic_prefix();
         let stats = Arc::new(LinkStats::default());
-        let poller = tokio::spawn(poll(eventloop, client.clone(), prefix.clone(), stats.clone(), status.clone()));
+        let poller = tokio::spawn(poll(
+            eventloop,
+            client.clone(),
+            prefix.clone(),
+            stats.clone(),
+            status.clone(),
+        ));
         let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
         let forwarder = {
             let (client, prefix, stats) = (client.clone(), prefix.clone(), stats.clone());
@@ -100,7 +110,10 @@ impl MqttLink {
                 while let Some(m) = rx.recv().await {
                     let topic = format!("{prefix}/{}", m.topic_suffix);
                     stats.published.fetch_add(1, Ordering::SeqCst);
-                    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, m.payload).await {
+                    if let Err(e) = client
+                        .publish(topic, QoS::AtLeastOnce, false, m.payload)
+                        .await
+                    {
                         stats.published.fetch_sub(1, Ordering::SeqCst);
                         tracing::error!(error = %e, "MQTT client closed; event not handed over");
                     }
@@ -144,9 +157,21 @@ impl MqttLink {
     pub async fn shutdown(self, timeout: Duration) -> u64 {
         self.status_task.abort();
         let deadline = tokio::time::Instant::now() + timeout;
-        let MqttLink { client, prefix, stats, forwarder, poller, .. } = self;
+        let MqttLink {
+            client,
+            prefix,
+            stats,
+            forwarder,
+            poller,
+            ..
+        } = self;
         let _ = tokio::time::timeout_at(deadline, forwarder).await;
-        let pending = || stats.published.load(Ordering::SeqCst).saturating_sub(stats.acked.load(Ordering::SeqCst));
+        let pending = || {
+            stats
+                .published
+                .load(Ordering::SeqCst)
+                .saturating_sub(stats.acked.load(Ordering::SeqCst))
+        };
         let offline = serde_json::json!({"state": "offline", "reason": "shutdown"});
         publish_status(&client, &prefix, &stats, offline).await;
         while pending() > 0 && tokio::time::Instant::now() < deadline {
@@ -159,7 +184,12 @@ impl MqttLink {
     }
 }
 
-async fn publish_status(client: &AsyncClient, prefix: &str, stats: &LinkStats, status: serde_json::Value) {
+async fn publish_status(
+    client: &AsyncClient,
+    prefix: &str,
+    stats: &LinkStats,
+    status: serde_json::Value,
+) {
     stats.published.fetch_add(1, Ordering::SeqCst);
     let payload = serde_json::to_vec(&status).expect("json");
     if client
@@ -171,7 +201,13 @@ async fn publish_status(client: &AsyncClient, prefix: &str, stats: &LinkStats, s
     }
 }
 
-async fn poll(mut eventloop: EventLoop, client: AsyncClient, prefix: String, stats: Arc<LinkStats>, status: StatusFn) {
+async fn poll(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    prefix: String,
+    stats: Arc<LinkStats>,
+    status: StatusFn,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         match eventloop.poll().await {

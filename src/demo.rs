@@ -31,11 +31,41 @@ pub fn demo_plates() -> Vec<DemoPlate> {
     const WHITE: [f64; 3] = [245.0, 245.0, 245.0];
     const BLACK: [f64; 3] = [20.0, 20.0, 20.0];
     vec![
-        DemoPlate { lines: vec!["51A-123.45"], expected: "51A12345", region: "VN", board: WHITE, ink: BLACK },
-        DemoPlate { lines: vec!["29-C1", "234.56"], expected: "29C123456", region: "VN", board: WHITE, ink: BLACK },
-        DemoPlate { lines: vec!["桂A·12345"], expected: "桂A12345", region: "CN", board: [170.0, 60.0, 20.0], ink: WHITE },
-        DemoPlate { lines: vec!["15C-045.67"], expected: "15C04567", region: "VN", board: [40.0, 200.0, 240.0], ink: BLACK },
-        DemoPlate { lines: vec!["粤B·D12345"], expected: "粤BD12345", region: "CN", board: [150.0, 220.0, 150.0], ink: BLACK },
+        DemoPlate {
+            lines: vec!["51A-123.45"],
+            expected: "51A12345",
+            region: "VN",
+            board: WHITE,
+            ink: BLACK,
+        },
+        DemoPlate {
+            lines: vec!["29-C1", "234.56"],
+            expected: "29C123456",
+            region: "VN",
+            board: WHITE,
+            ink: BLACK,
+        },
+        DemoPlate {
+            lines: vec!["桂A·12345"],
+            expected: "桂A12345",
+            region: "CN",
+            board: [170.0, 60.0, 20.0],
+            ink: WHITE,
+        },
+        DemoPlate {
+            lines: vec!["15C-045.67"],
+            expected: "15C04567",
+            region: "VN",
+            board: [40.0, 200.0, 240.0],
+            ink: BLACK,
+        },
+        DemoPlate {
+            lines: vec!["粤B·D12345"],
+            expected: "粤BD12345",
+            region: "CN",
+            board: [150.0, 220.0, 150.0],
+            ink: BLACK,
+        },
     ]
 }
 
@@ -75,10 +105,14 @@ const CJK_FONTS: &[&str] = &[
 fn load_font(candidates: &[&str], package: &str) -> Result<FontVec> {
     for path in candidates {
         if let Ok(bytes) = std::fs::read(path) {
-            return FontVec::try_from_vec(bytes).with_context(|| format!("cannot parse font {path}"));
+            return FontVec::try_from_vec(bytes)
+                .with_context(|| format!("cannot parse font {path}"));
         }
     }
-    bail!("no font found (tried {}); install the Debian package {package}", candidates.join(", "))
+    bail!(
+        "no font found (tried {}); install the Debian package {package}",
+        candidates.join(", ")
+    )
 }
 
 /// The renderer with its fonts.
@@ -86,32 +120,47 @@ pub struct Renderer {
     latin: FontVec,
     cjk: FontVec,
     spec: ClipSpec,
+    plates: Vec<DemoPlate>,
 }
 
 impl Renderer {
+    /// A renderer for the full demo clip.
     pub fn new(spec: ClipSpec) -> Result<Self> {
+        Self::with_plates(spec, demo_plates())
+    }
+
+    /// A renderer for a clip showing `plates`, one vehicle each.
+    pub fn with_plates(spec: ClipSpec, plates: Vec<DemoPlate>) -> Result<Self> {
         Ok(Self {
             latin: load_font(LATIN_FONTS, "fonts-dejavu-core")?,
             cjk: load_font(CJK_FONTS, "fonts-droid-fallback")?,
             spec,
+            plates,
         })
+    }
+
+    /// The plates shown, in order.
+    pub fn plates(&self) -> &[DemoPlate] {
+        &self.plates
     }
 
     /// Total frames of the clip.
     pub fn frame_count(&self) -> usize {
-        demo_plates().len() * (self.spec.frames_per_vehicle + self.spec.gap_frames) + self.spec.gap_frames
+        self.plates.len() * (self.spec.frames_per_vehicle + self.spec.gap_frames)
+            + self.spec.gap_frames
     }
 
     /// Renders frame `i`.
     pub fn frame(&self, i: usize) -> Result<Mat> {
         let s = &self.spec;
-        let mut img = Mat::new_size_with_default(Size::new(s.width, s.height), CV_8UC3, Scalar::all(0.0))?;
+        let mut img =
+            Mat::new_size_with_default(Size::new(s.width, s.height), CV_8UC3, Scalar::all(0.0))?;
         draw_road(&mut img, i)?;
         let period = s.frames_per_vehicle + s.gap_frames;
         let lead = s.gap_frames;
         if i >= lead {
             let (vehicle, k) = ((i - lead) / period, (i - lead) % period);
-            if let (Some(plate), true) = (demo_plates().get(vehicle), k < s.frames_per_vehicle) {
+            if let (Some(plate), true) = (self.plates.get(vehicle), k < s.frames_per_vehicle) {
                 let progress = k as f64 / (s.frames_per_vehicle - 1).max(1) as f64;
                 self.draw_vehicle(&mut img, plate, progress, vehicle)?;
             }
@@ -119,26 +168,83 @@ impl Renderer {
         Ok(img)
     }
 
-    fn draw_vehicle(&self, img: &mut Mat, plate: &DemoPlate, progress: f64, n: usize) -> Result<()> {
+    fn draw_vehicle(
+        &self,
+        img: &mut Mat,
+        plate: &DemoPlate,
+        progress: f64,
+        n: usize,
+    ) -> Result<()> {
         let (w, h) = (self.spec.width as f64, self.spec.height as f64);
         // The vehicle drives up the frame and grows slightly as it comes closer.
         let scale = 0.85 + 0.3 * progress;
         let two_line = plate.lines.len() == 2;
-        let (pw, ph) = if two_line { (190.0 * scale, 120.0 * scale) } else { (300.0 * scale, 66.0 * scale) };
+        let (pw, ph) = if two_line {
+            (190.0 * scale, 120.0 * scale)
+        } else {
+            (300.0 * scale, 66.0 * scale)
+        };
         let cx = w * (0.42 + 0.04 * (n % 3) as f64) + 20.0 * progress;
         let cy = h * 0.86 - (h * 0.5) * progress;
-        let body = Rect::new((cx - 230.0 * scale) as i32, (cy - 260.0 * scale) as i32, (460.0 * scale) as i32, (330.0 * scale) as i32);
-        let tones = [[70.0, 60.0, 150.0], [120.0, 110.0, 100.0], [40.0, 90.0, 40.0]];
+        let body = Rect::new(
+            (cx - 230.0 * scale) as i32,
+            (cy - 260.0 * scale) as i32,
+            (460.0 * scale) as i32,
+            (330.0 * scale) as i32,
+        );
+        let tones = [
+            [70.0, 60.0, 150.0],
+            [120.0, 110.0, 100.0],
+            [40.0, 90.0, 40.0],
+        ];
         let tone = tones[n % tones.len()];
-        imgproc::rectangle(img, body, Scalar::new(tone[0], tone[1], tone[2], 0.0), imgproc::FILLED, imgproc::LINE_AA, 0)?;
+        imgproc::rectangle(
+            img,
+            body,
+            Scalar::new(tone[0], tone[1], tone[2], 0.0),
+            imgproc::FILLED,
+            imgproc::LINE_AA,
+            0,
+        )?;
         // Headlights and grille give the detector non-plate structure to ignore.
         for dx in [-170.0, 150.0] {
-            let r = Rect::new((cx + dx * scale) as i32, (cy - 90.0 * scale) as i32, (40.0 * scale) as i32, (24.0 * scale) as i32);
-            imgproc::rectangle(img, r, Scalar::new(200.0, 230.0, 240.0, 0.0), imgproc::FILLED, imgproc::LINE_AA, 0)?;
+            let r = Rect::new(
+                (cx + dx * scale) as i32,
+                (cy - 90.0 * scale) as i32,
+                (40.0 * scale) as i32,
+                (24.0 * scale) as i32,
+            );
+            imgproc::rectangle(
+                img,
+                r,
+                Scalar::new(200.0, 230.0, 240.0, 0.0),
+                imgproc::FILLED,
+                imgproc::LINE_AA,
+                0,
+            )?;
         }
-        let board = Rect::new((cx - pw / 2.0) as i32, (cy - ph / 2.0) as i32, pw as i32, ph as i32);
-        imgproc::rectangle(img, board, Scalar::new(plate.board[0], plate.board[1], plate.board[2], 0.0), imgproc::FILLED, imgproc::LINE_AA, 0)?;
-        imgproc::rectangle(img, board, Scalar::new(plate.ink[0], plate.ink[1], plate.ink[2], 0.0), (3.0 * scale) as i32, imgproc::LINE_AA, 0)?;
+        let board = Rect::new(
+            (cx - pw / 2.0) as i32,
+            (cy - ph / 2.0) as i32,
+            pw as i32,
+            ph as i32,
+        );
+        imgproc::rectangle(
+            img,
+            board,
+            Scalar::new(plate.board[0], plate.board[1], plate.board[2], 0.0),
+            imgproc::FILLED,
+            imgproc::LINE_AA,
+            0,
+        )?;
+        imgproc::rectangle(
+            img,
+            board,
+            Scalar::new(plate.ink[0], plate.ink[1], plate.ink[2], 0.0),
+            (3.0 * scale) as i32,
+            imgproc::LINE_AA,
+            0,
+        )?;
         let rows = plate.lines.len() as f64;
         let line_h = ph / rows;
         for (li, line) in plate.lines.iter().enumerate() {
@@ -151,17 +257,44 @@ impl Renderer {
 
     /// Draws `text` centred on `cx` at `baseline`, squeezed to `max_w` if needed.
     #[allow(clippy::too_many_arguments)]
-    fn draw_text(&self, img: &mut Mat, text: &str, cx: f64, baseline: f64, px: f64, max_w: f64, ink: [f64; 3]) -> Result<()> {
-        let font_for = |c: char| -> &FontVec { if crate::plate::grammar::is_cjk(c) { &self.cjk } else { &self.latin } };
+    fn draw_text(
+        &self,
+        img: &mut Mat,
+        text: &str,
+        cx: f64,
+        baseline: f64,
+        px: f64,
+        max_w: f64,
+        ink: [f64; 3],
+    ) -> Result<()> {
+        let font_for = |c: char| -> &FontVec {
+            if crate::plate::grammar::is_cjk(c) {
+                &self.cjk
+            } else {
+                &self.latin
+            }
+        };
         let scale = PxScale::from(px as f32);
-        let width: f32 = text.chars().map(|c| font_for(c).as_scaled(scale).h_advance(font_for(c).glyph_id(c))).sum();
+        let width: f32 = text
+            .chars()
+            .map(|c| {
+                font_for(c)
+                    .as_scaled(scale)
+                    .h_advance(font_for(c).glyph_id(c))
+            })
+            .sum();
         let squeeze = (max_w as f32 / width).min(1.0);
         let mut x = cx as f32 - width * squeeze / 2.0;
         let (cols, rows) = (img.cols(), img.rows());
         for c in text.chars() {
             let font = font_for(c);
-            let sx = PxScale { x: px as f32 * squeeze, y: px as f32 };
-            let glyph = font.glyph_id(c).with_scale_and_position(sx, ab_glyph::point(x, baseline as f32));
+            let sx = PxScale {
+                x: px as f32 * squeeze,
+                y: px as f32,
+            };
+            let glyph = font
+                .glyph_id(c)
+                .with_scale_and_position(sx, ab_glyph::point(x, baseline as f32));
             let advance = font.as_scaled(sx).h_advance(font.glyph_id(c));
             if let Some(outline) = font.outline_glyph(glyph) {
                 let b = outline.px_bounds();
@@ -215,7 +348,10 @@ impl Renderer {
         let mut out = Vec::new();
         for i in 0..self.frame_count() {
             let p = dir.join(format!("frame-{i:05}.png"));
-            opencv::imgcodecs::imwrite_def(p.to_str().context("path is not UTF-8")?, &self.frame(i)?)?;
+            opencv::imgcodecs::imwrite_def(
+                p.to_str().context("path is not UTF-8")?,
+                &self.frame(i)?,
+            )?;
             out.push(p);
         }
         Ok(out)
@@ -242,10 +378,35 @@ fn draw_road(img: &mut Mat, frame: usize) -> Result<()> {
         }
     }
     for x in [w / 6, 5 * w / 6] {
-        imgproc::line(img, Point::new(x, 0), Point::new(x + (x - w / 2) / 3, h), Scalar::all(220.0), 6, imgproc::LINE_AA, 0)?;
+        imgproc::line(
+            img,
+            Point::new(x, 0),
+            Point::new(x + (x - w / 2) / 3, h),
+            Scalar::all(220.0),
+            6,
+            imgproc::LINE_AA,
+            0,
+        )?;
     }
     // A painted stop line and a sign: text the plate path must not report.
-    imgproc::rectangle(img, Rect::new(w / 6, h / 5, 2 * w / 3, 6), Scalar::all(230.0), imgproc::FILLED, imgproc::LINE_8, 0)?;
-    imgproc::put_text(img, "STOP", Point::new(w / 2 - 60, h / 5 - 12), imgproc::FONT_HERSHEY_DUPLEX, 1.6, Scalar::all(235.0), 3, imgproc::LINE_AA, false)?;
+    imgproc::rectangle(
+        img,
+        Rect::new(w / 6, h / 5, 2 * w / 3, 6),
+        Scalar::all(230.0),
+        imgproc::FILLED,
+        imgproc::LINE_8,
+        0,
+    )?;
+    imgproc::put_text(
+        img,
+        "STOP",
+        Point::new(w / 2 - 60, h / 5 - 12),
+        imgproc::FONT_HERSHEY_DUPLEX,
+        1.6,
+        Scalar::all(235.0),
+        3,
+        imgproc::LINE_AA,
+        false,
+    )?;
     Ok(())
 }

@@ -30,13 +30,28 @@ pub fn load_dataset(dir: &Path) -> Result<Vec<Sample>> {
     entries.sort();
     for txt in entries {
         let text = std::fs::read_to_string(&txt)?;
-        let Some(line) = text.lines().find(|l| !l.trim().is_empty()) else { continue };
+        let Some(line) = text.lines().find(|l| !l.trim().is_empty()) else {
+            continue;
+        };
         let f: Vec<&str> = line.split('\t').collect();
-        anyhow::ensure!(f.len() >= 6, "{}: expected file, x, y, w, h, plate separated by tabs", txt.display());
-        let num = |i: usize| -> Result<f32> { f[i].trim().parse().with_context(|| format!("{}: field {i}", txt.display())) };
+        anyhow::ensure!(
+            f.len() >= 6,
+            "{}: expected file, x, y, w, h, plate separated by tabs",
+            txt.display()
+        );
+        let num = |i: usize| -> Result<f32> {
+            f[i].trim()
+                .parse()
+                .with_context(|| format!("{}: field {i}", txt.display()))
+        };
         out.push(Sample {
             image: dir.join(f[0].trim()),
-            bbox: BBox { x: num(1)?, y: num(2)?, w: num(3)?, h: num(4)? },
+            bbox: BBox {
+                x: num(1)?,
+                y: num(2)?,
+                w: num(3)?,
+                h: num(4)?,
+            },
             plate: normalise(f[5]),
         });
     }
@@ -68,16 +83,26 @@ pub struct Summary {
 }
 
 /// Reads every sample; `progress` is called after each.
-pub fn evaluate(reader: &mut PlateReader, samples: &[Sample], mut progress: impl FnMut(usize, &Outcome)) -> Result<Vec<Outcome>> {
+pub fn evaluate(
+    reader: &mut PlateReader,
+    samples: &[Sample],
+    mut progress: impl FnMut(usize, &Outcome),
+) -> Result<Vec<Outcome>> {
     let mut out = Vec::with_capacity(samples.len());
     for (i, s) in samples.iter().enumerate() {
         let img = vision::read_image(&s.image)?;
         let t0 = Instant::now();
         let reads = reader.read(&img)?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let best = reads.iter().max_by(|a, b| a.confidence.total_cmp(&b.confidence));
+        let best = reads
+            .iter()
+            .max_by(|a, b| a.confidence.total_cmp(&b.confidence));
         let o = Outcome {
-            image: s.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            image: s
+                .image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             truth: s.plate.clone(),
             read: best.map(|r| normalise(&r.plate)),
             confidence: best.map_or(0.0, |r| r.confidence),
@@ -95,11 +120,23 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
     let n = outcomes.len().max(1) as f64;
     let mut ms: Vec<f64> = outcomes.iter().map(|o| o.ms).collect();
     ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| if ms.is_empty() { 0.0 } else { ms[((ms.len() - 1) as f64 * p).round() as usize] };
+    let pct = |p: f64| {
+        if ms.is_empty() {
+            0.0
+        } else {
+            ms[((ms.len() - 1) as f64 * p).round() as usize]
+        }
+    };
     let round = |v: f64| (v * 1000.0).round() / 1000.0;
     Summary {
         images: outcomes.len(),
-        exact_match: round(outcomes.iter().filter(|o| o.read.as_deref() == Some(o.truth.as_str())).count() as f64 / n),
+        exact_match: round(
+            outcomes
+                .iter()
+                .filter(|o| o.read.as_deref() == Some(o.truth.as_str()))
+                .count() as f64
+                / n,
+        ),
         detected: round(outcomes.iter().filter(|o| o.detected).count() as f64 / n),
         no_read: round(outcomes.iter().filter(|o| o.read.is_none()).count() as f64 / n),
         p50_ms: round(pct(0.5)),

@@ -67,13 +67,16 @@ impl SeqCounter {
     /// Opens the counter stored in `dir/seq`, creating the directory if needed.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         let path = dir.join("seq");
         let last = match std::fs::read_to_string(&path) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("{} is corrupt ({s:?}); it must hold the last event number", path.display()))?,
+            Ok(s) => s.trim().parse().with_context(|| {
+                format!(
+                    "{} is corrupt ({s:?}); it must hold the last event number",
+                    path.display()
+                )
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
@@ -118,7 +121,14 @@ impl EventFactory {
     }
 
     /// Wraps a body in a new envelope.
-    pub fn envelope<B>(&self, schema: &str, camera: &str, lane: &str, at: DateTime<Utc>, body: B) -> std::io::Result<Envelope<B>> {
+    pub fn envelope<B>(
+        &self,
+        schema: &str,
+        camera: &str,
+        lane: &str,
+        at: DateTime<Utc>,
+        body: B,
+    ) -> std::io::Result<Envelope<B>> {
         let seq = self.seq.lock().expect("seq lock").next()?;
         Ok(Envelope {
             schema: schema.to_owned(),
@@ -160,9 +170,23 @@ mod tests {
     #[test]
     fn envelope_flattens_the_body_and_formats_time_with_millis() {
         let dir = tempfile::tempdir().unwrap();
-        let f = EventFactory::new("s".into(), "d".into(), SeqCounter::open(dir.path()).unwrap());
-        let at = DateTime::parse_from_rfc3339("2026-11-24T10:00:00.5Z").unwrap().with_timezone(&Utc);
-        let e = f.envelope(PLATE_SCHEMA, "cam", "lane", at, serde_json::json!({"plate": "X1"})).unwrap();
+        let f = EventFactory::new(
+            "s".into(),
+            "d".into(),
+            SeqCounter::open(dir.path()).unwrap(),
+        );
+        let at = DateTime::parse_from_rfc3339("2026-11-24T10:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = f
+            .envelope(
+                PLATE_SCHEMA,
+                "cam",
+                "lane",
+                at,
+                serde_json::json!({"plate": "X1"}),
+            )
+            .unwrap();
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["ts"], "2026-11-24T10:00:00.500Z");
         assert_eq!(v["plate"], "X1");

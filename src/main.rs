@@ -6,7 +6,11 @@ use gatewatch::logging::{self, LogFormat};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gatewatch", version, about = "Edge vision for border-gate lanes: plates over MQTT")]
+#[command(
+    name = "gatewatch",
+    version,
+    about = "Edge vision for border-gate lanes: plates over MQTT"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

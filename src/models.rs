@@ -16,13 +16,18 @@ pub const MANIFEST_TOML: &str = include_str!("../models/manifest.toml");
 
 /// Where `scripts/fetch-models.py` puts things in a development checkout.
 const DEV_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
-const DEV_ORT_LIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/onnxruntime/libonnxruntime.so");
+const DEV_ORT_LIB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.cache/onnxruntime/libonnxruntime.so"
+);
 /// Where the Debian package installs things.
 const INSTALLED_MODEL_DIR: &str = "/usr/share/gatewatch/models";
 const INSTALLED_ORT_LIB: &str = "/usr/lib/gatewatch/libonnxruntime.so";
 
 /// A named choice of detector and recognisers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum,
+)]
 pub enum ModelSet {
     /// Registry packages only: PP-OCRv4 text detector, PP-OCRv4 (CJK) and PP-OCRv6 (Latin) recognisers.
     #[default]
@@ -163,7 +168,8 @@ pub fn verified_model(dir: &Path, file: &str) -> Result<PathBuf> {
             describe_source(manifest, entry)
         );
     }
-    let got = sha256_file(&path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let got =
+        sha256_file(&path).with_context(|| format!("cannot read model file {}", path.display()))?;
     if got != entry.sha256 {
         bail!(
             "model file {} is corrupt or the wrong version: sha256 {got}, manifest expects {}. \
@@ -208,7 +214,9 @@ pub fn verify_all(dir: &Path) -> Vec<Verification> {
             file: m.file.clone(),
             sets: m.sets.clone(),
             optional: manifest.package_of(m).is_some_and(|p| p.optional),
-            status: verified_model(dir, &m.file).map(|_| ()).map_err(|e| e.to_string()),
+            status: verified_model(dir, &m.file)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         })
         .collect()
 }
@@ -232,7 +240,9 @@ pub fn ort_lib_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
 static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process (global thread spinning off) and returns the environment.
-pub fn ort_environment(configured: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+pub fn ort_environment(
+    configured: Option<&Path>,
+) -> Result<&'static ort::environment::Environment> {
     let env = ENV.get_or_init(|| {
         let candidates = ort_lib_candidates(configured);
         let lib = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
@@ -280,15 +290,26 @@ mod tests {
     fn builtin_manifest_is_complete() {
         let m = Manifest::builtin();
         for set in ["default", "fast-alpr", "clp"] {
-            assert!(m.model.iter().any(|e| e.sets.iter().any(|s| s == set)), "{set}");
+            assert!(
+                m.model.iter().any(|e| e.sets.iter().any(|s| s == set)),
+                "{set}"
+            );
         }
         for e in &m.model {
             assert_eq!(e.sha256.len(), 64, "{}", e.file);
-            assert!(m.package_of(e).is_some(), "{} names an unknown package", e.file);
+            assert!(
+                m.package_of(e).is_some(),
+                "{} names an unknown package",
+                e.file
+            );
             assert!(!e.licence.is_empty());
         }
         // The defaults must never depend on ../shared.
-        for e in m.model.iter().filter(|e| e.sets.iter().any(|s| s == "default")) {
+        for e in m
+            .model
+            .iter()
+            .filter(|e| e.sets.iter().any(|s| s == "default"))
+        {
             assert!(!m.package_of(e).unwrap().optional, "{}", e.file);
         }
     }
@@ -296,10 +317,17 @@ mod tests {
     #[test]
     fn missing_and_corrupt_models_name_the_file_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let err = verified_model(dir.path(), "ppocr_v4_det.onnx").unwrap_err().to_string();
-        assert!(err.contains("ppocr_v4_det.onnx") && err.contains("fetch-models"), "{err}");
+        let err = verified_model(dir.path(), "ppocr_v4_det.onnx")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ppocr_v4_det.onnx") && err.contains("fetch-models"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("ppocr_v4_det.onnx"), b"not a model").unwrap();
-        let err = verified_model(dir.path(), "ppocr_v4_det.onnx").unwrap_err().to_string();
+        let err = verified_model(dir.path(), "ppocr_v4_det.onnx")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("corrupt"), "{err}");
     }
 }

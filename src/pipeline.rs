@@ -76,18 +76,31 @@ fn run(p: PipelineParts) {
                 continue;
             }
         };
-        p.stats.reads.fetch_add(reads.len() as u64, Ordering::Relaxed);
+        p.stats
+            .reads
+            .fetch_add(reads.len() as u64, Ordering::Relaxed);
         for r in &reads {
             tracing::debug!(camera = %p.camera, plate = %r.plate, confidence = r.confidence, t = frame.t, "plate read");
         }
-        emit(&p, tracker.update(frame.t, &reads), clock_ref, frame.captured_at);
+        emit(
+            &p,
+            tracker.update(frame.t, &reads),
+            clock_ref,
+            frame.captured_at,
+        );
     }
     emit(&p, tracker.flush(), clock_ref, Utc::now());
 }
 
-fn emit(p: &PipelineParts, passages: Vec<Passage>, clock_ref: (f64, DateTime<Utc>), at: DateTime<Utc>) {
+fn emit(
+    p: &PipelineParts,
+    passages: Vec<Passage>,
+    clock_ref: (f64, DateTime<Utc>),
+    at: DateTime<Utc>,
+) {
     for pass in passages {
-        let first_seen = clock_ref.1 - ChronoDuration::milliseconds(((clock_ref.0 - pass.first_seen) * 1000.0) as i64);
+        let first_seen = clock_ref.1
+            - ChronoDuration::milliseconds(((clock_ref.0 - pass.first_seen) * 1000.0) as i64);
         let body = PlateEvent {
             plate: pass.plate.clone(),
             plate_raw: pass.plate_raw,
@@ -97,7 +110,10 @@ fn emit(p: &PipelineParts, passages: Vec<Passage>, clock_ref: (f64, DateTime<Utc
             frames: pass.frames,
             first_seen: format_ts(first_seen.min(at)),
         };
-        let event = match p.events.envelope(PLATE_SCHEMA, &p.camera, &p.lane, at, body) {
+        let event = match p
+            .events
+            .envelope(PLATE_SCHEMA, &p.camera, &p.lane, at, body)
+        {
             Ok(e) => e,
             Err(e) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -78,7 +78,12 @@ pub fn ensure_bgr(frame: &Mat) -> Result<()> {
         "frame is not 8-bit BGR (OpenCV type {})",
         frame.typ()
     );
-    ensure!(frame.cols() >= 16 && frame.rows() >= 16, "frame too small: {}x{}", frame.cols(), frame.rows());
+    ensure!(
+        frame.cols() >= 16 && frame.rows() >= 16,
+        "frame too small: {}x{}",
+        frame.cols(),
+        frame.rows()
+    );
     Ok(())
 }
 
@@ -101,15 +106,22 @@ pub fn order_quad(pts: [Point2f; 4]) -> [Point2f; 4] {
 /// crop's deskew. The output size follows the quad's own side lengths.
 pub fn warp_quad(frame: &Mat, quad: &[Point2f; 4]) -> Result<Mat> {
     let d = |a: Point2f, b: Point2f| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
-    let w = d(quad[0], quad[1]).max(d(quad[3], quad[2])).round().max(2.0);
-    let h = d(quad[0], quad[3]).max(d(quad[1], quad[2])).round().max(2.0);
+    let w = d(quad[0], quad[1])
+        .max(d(quad[3], quad[2]))
+        .round()
+        .max(2.0);
+    let h = d(quad[0], quad[3])
+        .max(d(quad[1], quad[2]))
+        .round()
+        .max(2.0);
     let dst = [
         Point2f::new(0.0, 0.0),
         Point2f::new(w, 0.0),
         Point2f::new(w, h),
         Point2f::new(0.0, h),
     ];
-    let m = imgproc::get_perspective_transform_slice_def(*quad, dst).context("perspective transform")?;
+    let m = imgproc::get_perspective_transform_slice_def(*quad, dst)
+        .context("perspective transform")?;
     let mut out = Mat::default();
     imgproc::warp_perspective(
         frame,
@@ -153,10 +165,17 @@ pub fn pack_chw(
 ) -> Result<()> {
     ensure!(img.typ() == CV_8UC3, "pack_chw needs 8-bit BGR");
     let (w, h) = (img.cols() as usize, img.rows() as usize);
-    ensure!(w <= plane_w && h <= plane_h, "image {w}x{h} larger than tensor plane {plane_w}x{plane_h}");
+    ensure!(
+        w <= plane_w && h <= plane_h,
+        "image {w}x{h} larger than tensor plane {plane_w}x{plane_h}"
+    );
     let plane = plane_w * plane_h;
     ensure!(dst.len() >= offset + 3 * plane, "tensor buffer too small");
-    let cont = if img.is_continuous() { None } else { Some(img.try_clone()?) };
+    let cont = if img.is_continuous() {
+        None
+    } else {
+        Some(img.try_clone()?)
+    };
     let data = cont.as_ref().unwrap_or(img).data_bytes()?;
     for y in 0..h {
         let row = &data[y * w * 3..(y + 1) * w * 3];
@@ -174,7 +193,8 @@ pub fn pack_chw(
 /// Decodes an encoded image (JPEG, PNG, …) into a BGR `Mat`.
 pub fn decode_image(bytes: &[u8]) -> Result<Mat> {
     let buf = Vector::<u8>::from_slice(bytes);
-    let m = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR).context("decode image")?;
+    let m = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR)
+        .context("decode image")?;
     ensure!(!m.empty(), "not a decodable image ({} bytes)", bytes.len());
     Ok(m)
 }
@@ -191,11 +211,29 @@ mod tests {
 
     #[test]
     fn iou_and_union() {
-        let a = BBox { x: 0.0, y: 0.0, w: 10.0, h: 10.0 };
-        let b = BBox { x: 5.0, y: 0.0, w: 10.0, h: 10.0 };
+        let a = BBox {
+            x: 0.0,
+            y: 0.0,
+            w: 10.0,
+            h: 10.0,
+        };
+        let b = BBox {
+            x: 5.0,
+            y: 0.0,
+            w: 10.0,
+            h: 10.0,
+        };
         assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
         assert_eq!(a.iou(&BBox { x: 20.0, ..a }), 0.0);
-        assert_eq!(a.union(&b), BBox { x: 0.0, y: 0.0, w: 15.0, h: 10.0 });
+        assert_eq!(
+            a.union(&b),
+            BBox {
+                x: 0.0,
+                y: 0.0,
+                w: 15.0,
+                h: 10.0
+            }
+        );
     }
 
     #[test]
@@ -213,10 +251,18 @@ mod tests {
 
     #[test]
     fn pack_chw_normalises_and_swaps_channels() {
-        let m = Mat::new_rows_cols_with_default(1, 2, CV_8UC3, opencv::core::Scalar::new(10.0, 20.0, 30.0, 0.0))
-            .unwrap();
+        let m = Mat::new_rows_cols_with_default(
+            1,
+            2,
+            CV_8UC3,
+            opencv::core::Scalar::new(10.0, 20.0, 30.0, 0.0),
+        )
+        .unwrap();
         let mut dst = vec![-9.0f32; 3 * 3];
         pack_chw(&m, &mut dst, 0, 3, 1, true, 1.0, [0.0; 3], [1.0; 3]).unwrap();
-        assert_eq!(dst, vec![30.0, 30.0, -9.0, 20.0, 20.0, -9.0, 10.0, 10.0, -9.0]);
+        assert_eq!(
+            dst,
+            vec![30.0, 30.0, -9.0, 20.0, 20.0, -9.0, 10.0, 10.0, -9.0]
+        );
     }
 }

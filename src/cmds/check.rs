@@ -24,20 +24,29 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    println!("# {} is valid. Resolved configuration:", args.config.display());
+    println!(
+        "# {} is valid. Resolved configuration:",
+        args.config.display()
+    );
     println!("# topic prefix: {}", cfg.topic_prefix());
     println!("# client id:    {}", cfg.client_id());
     let dir = models::model_dir(cfg.models.dir.as_deref());
     println!("# model dir:    {}", dir.display());
     print!("{}", toml::to_string_pretty(&cfg)?);
     let mut bad = 0;
-    for m in Manifest::builtin().model.iter().filter(|m| m.sets.iter().any(|s| s == cfg.models.set.as_str())) {
+    for m in Manifest::builtin()
+        .model
+        .iter()
+        .filter(|m| m.sets.iter().any(|s| s == cfg.models.set.as_str()))
+    {
         if let Err(e) = models::verified_model(&dir, &m.file) {
             eprintln!("models.set = {:?}: {e:#}", cfg.models.set.as_str());
             bad += 1;
         }
     }
-    let lib = models::ort_lib_candidates(cfg.runtime.onnxruntime.as_deref()).into_iter().find(|p| p.is_file());
+    let lib = models::ort_lib_candidates(cfg.runtime.onnxruntime.as_deref())
+        .into_iter()
+        .find(|p| p.is_file());
     match lib {
         Some(p) => println!("# onnxruntime:  {}", p.display()),
         None => {
@@ -45,5 +54,9 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
             bad += 1;
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::demo::{demo_plates, ClipSpec, Renderer};
+use crate::demo::{ClipSpec, Renderer};
 
 /// `gatewatch demo …`
 #[derive(Debug, clap::Subcommand)]
@@ -28,9 +28,16 @@ pub fn run(cmd: &DemoCmd) -> Result<ExitCode> {
             if let Some(dir) = frames {
                 r.write_frames(dir)?;
             }
-            eprintln!("demo: wrote {} frames to {}", r.frame_count(), out.display());
-            for p in demo_plates() {
-                println!("{}", serde_json::json!({"plate": p.expected, "region": p.region, "printed": p.lines}));
+            eprintln!(
+                "demo: wrote {} frames to {}",
+                r.frame_count(),
+                out.display()
+            );
+            for p in r.plates() {
+                println!(
+                    "{}",
+                    serde_json::json!({"plate": p.expected, "region": p.region, "printed": p.lines})
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -33,14 +33,24 @@ pub enum EvalCmd {
 
 pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
     match cmd {
-        EvalCmd::Plates { dataset, models: set, threads, errors, limit } => {
+        EvalCmd::Plates {
+            dataset,
+            models: set,
+            threads,
+            errors,
+            limit,
+        } => {
             let mut samples = eval::load_dataset(dataset)?;
             if let Some(n) = limit {
                 samples.truncate(*n);
             }
             let defaults = PlateConfig::default();
             let opts = ReaderOptions {
-                regions: defaults.regions.iter().filter_map(|r| Region::parse(r)).collect(),
+                regions: defaults
+                    .regions
+                    .iter()
+                    .filter_map(|r| Region::parse(r))
+                    .collect(),
                 min_confidence: defaults.min_confidence,
                 detector_max_side: defaults.detector_max_side,
                 threads: *threads,
@@ -56,7 +66,10 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             eprintln!();
             if let Some(path) = errors {
                 let mut f = std::fs::File::create(path)?;
-                for o in outcomes.iter().filter(|o| o.read.as_deref() != Some(o.truth.as_str())) {
+                for o in outcomes
+                    .iter()
+                    .filter(|o| o.read.as_deref() != Some(o.truth.as_str()))
+                {
                     writeln!(f, "{}", serde_json::to_string(o)?)?;
                 }
             }

@@ -56,7 +56,11 @@ pub fn run(cmd: &ModelsCmd) -> Result<ExitCode> {
                         failed += 1;
                         println!("FAILED   {}: {e}", v.file)
                     }
-                    Err(_) => println!("absent   {} (optional; sets {} unavailable)", v.file, v.sets.join(",")),
+                    Err(_) => println!(
+                        "absent   {} (optional; sets {} unavailable)",
+                        v.file,
+                        v.sets.join(",")
+                    ),
                 }
             }
             if failed > 0 {

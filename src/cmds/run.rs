@@ -30,7 +30,12 @@ pub struct RunArgs {
 /// Reader options from the config.
 pub fn reader_options(cfg: &Config) -> ReaderOptions {
     ReaderOptions {
-        regions: cfg.plates.regions.iter().filter_map(|r| Region::parse(r)).collect(),
+        regions: cfg
+            .plates
+            .regions
+            .iter()
+            .filter_map(|r| Region::parse(r))
+            .collect(),
         min_confidence: cfg.plates.min_confidence,
         detector_max_side: cfg.plates.detector_max_side,
         threads: cfg.runtime.threads,
@@ -43,8 +48,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     capture::configure_ffmpeg();
     let started = Instant::now();
     let model_dir = models::model_dir(cfg.models.dir.as_deref());
-    let reader = PlateReader::load(cfg.models.set, &model_dir, cfg.runtime.onnxruntime.as_deref(), reader_options(&cfg))
-        .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
+    let reader = PlateReader::load(
+        cfg.models.set,
+        &model_dir,
+        cfg.runtime.onnxruntime.as_deref(),
+        reader_options(&cfg),
+    )
+    .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
     tracing::info!(set = cfg.models.set.as_str(), dir = %model_dir.display(), "models loaded");
     let reader = Arc::new(Mutex::new(reader));
     let seq = SeqCounter::open(&cfg.state_dir)?;
@@ -60,15 +70,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let cameras: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).cloned().collect();
-    let health: BTreeMap<String, Arc<CameraHealth>> =
-        cameras.iter().map(|c| (c.id.clone(), Arc::new(CameraHealth::default()))).collect();
-    let stats: BTreeMap<String, Arc<PipelineStats>> =
-        cameras.iter().map(|c| (c.id.clone(), Arc::new(PipelineStats::default()))).collect();
+    let health: BTreeMap<String, Arc<CameraHealth>> = cameras
+        .iter()
+        .map(|c| (c.id.clone(), Arc::new(CameraHealth::default())))
+        .collect();
+    let stats: BTreeMap<String, Arc<PipelineStats>> = cameras
+        .iter()
+        .map(|c| (c.id.clone(), Arc::new(PipelineStats::default())))
+        .collect();
     let status: StatusFn = {
         let (health, started_at) = (health.clone(), format_ts(chrono::Utc::now()));
         Arc::new(move || {
-            let cams: serde_json::Map<String, serde_json::Value> =
-                health.iter().map(|(id, h)| (id.clone(), h.snapshot())).collect();
+            let cams: serde_json::Map<String, serde_json::Value> = health
+                .iter()
+                .map(|(id, h)| (id.clone(), h.snapshot()))
+                .collect();
             serde_json::json!({
                 "state": "online",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -82,10 +98,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let mut camera_threads = Vec::new();
     let mut pipeline_threads = Vec::new();
+    let mut slots = Vec::new();
     for cam in &cameras {
-        let spec = SourceSpec::parse(&cam.url).map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.id))?;
-        let live = matches!(spec, SourceSpec::Capture { live: true, .. } | SourceSpec::V4l2(_));
+        let spec =
+            SourceSpec::parse(&cam.url).map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.id))?;
+        let live = matches!(
+            spec,
+            SourceSpec::Capture { live: true, .. } | SourceSpec::V4l2(_)
+        );
         let slot = FrameSlot::new(cam.handoff);
+        slots.push(slot.clone());
         let opts = CameraOptions {
             id: cam.id.clone(),
             at_end: cam.at_end,
@@ -93,7 +115,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             backoff_start: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
         };
-        camera_threads.push(camera::spawn(spec.build(cam.fps), opts, slot.clone(), health[&cam.id].clone(), stop.clone())?);
+        camera_threads.push(camera::spawn(
+            spec.build(cam.fps),
+            opts,
+            slot.clone(),
+            health[&cam.id].clone(),
+            stop.clone(),
+        )?);
         pipeline_threads.push(pipeline::spawn(PipelineParts {
             camera: cam.id.clone(),
             lane: cam.lane.clone(),
@@ -130,16 +158,36 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     stop.store(true, Ordering::Relaxed);
-    for t in camera_threads {
-        let _ = t.join();
+    // Closing the slots here lets every pipeline flush its open tracks and end even while a camera
+    // thread is still blocked opening or reading a dead stream.
+    for slot in &slots {
+        slot.close();
     }
     let _ = joiner.join();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for t in camera_threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
     let unacked = rt.block_on(link.shutdown(Duration::from_secs(15)));
-    let passages: u64 = stats.values().map(|s| s.passages.load(Ordering::Relaxed)).sum();
-    let frames: u64 = stats.values().map(|s| s.frames.load(Ordering::Relaxed)).sum();
+    let passages: u64 = stats
+        .values()
+        .map(|s| s.passages.load(Ordering::Relaxed))
+        .sum();
+    let frames: u64 = stats
+        .values()
+        .map(|s| s.frames.load(Ordering::Relaxed))
+        .sum();
     tracing::info!(frames, passages, unacked, "gatewatch stopped");
     if unacked > 0 {
-        tracing::error!(unacked, "some messages were not acknowledged by the broker before shutdown");
+        tracing::error!(
+            unacked,
+            "some messages were not acknowledged by the broker before shutdown"
+        );
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

@@ -72,8 +72,12 @@ impl ClpDetector {
             self.priors = priors(iw, ih);
             self.prior_size = (iw, ih);
         }
-        let tensor = TensorRef::from_array_view(([1usize, 3, ih as usize, iw as usize], &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs![tensor]).context("clp_det inference")?;
+        let tensor =
+            TensorRef::from_array_view(([1usize, 3, ih as usize, iw as usize], &self.input[..]))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .context("clp_det inference")?;
         let (_, loc) = outputs[0].try_extract_tensor::<f32>()?;
         let (_, conf) = outputs[1].try_extract_tensor::<f32>()?;
         let (_, landms) = outputs[2].try_extract_tensor::<f32>()?;
@@ -165,9 +169,17 @@ mod tests {
         let mk = |x: f32, score| ClpPlate {
             score,
             quad: [Point2f::default(); 4],
-            bbox: BBox { x, y: 0.0, w: 10.0, h: 5.0 },
+            bbox: BBox {
+                x,
+                y: 0.0,
+                w: 10.0,
+                h: 5.0,
+            },
         };
         let kept = nms(vec![mk(0.0, 0.5), mk(1.0, 0.9), mk(50.0, 0.4)]);
-        assert_eq!(kept.iter().map(|p| p.score).collect::<Vec<_>>(), vec![0.9, 0.4]);
+        assert_eq!(
+            kept.iter().map(|p| p.score).collect::<Vec<_>>(),
+            vec![0.9, 0.4]
+        );
     }
 }

@@ -50,7 +50,11 @@ impl YoloPlateDetector {
         let (px, py) = ((SIDE - nw) / 2, (SIDE - nh) / 2);
         vision::resize_into(frame, &mut self.resized, nw, nh)?;
         if self.canvas.empty() {
-            self.canvas = Mat::new_size_with_default(Size::new(SIDE, SIDE), opencv::core::CV_8UC3, Scalar::all(114.0))?;
+            self.canvas = Mat::new_size_with_default(
+                Size::new(SIDE, SIDE),
+                opencv::core::CV_8UC3,
+                Scalar::all(114.0),
+            )?;
         } else {
             self.canvas.set_to_def(&Scalar::all(114.0))?;
         }
@@ -67,8 +71,14 @@ impl YoloPlateDetector {
             [0.0; 3],
             [1.0; 3],
         )?;
-        let tensor = TensorRef::from_array_view(([1usize, 3, SIDE as usize, SIDE as usize], &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs![tensor]).context("plate detector inference")?;
+        let tensor = TensorRef::from_array_view((
+            [1usize, 3, SIDE as usize, SIDE as usize],
+            &self.input[..],
+        ))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .context("plate detector inference")?;
         let (shape, rows) = outputs[0].try_extract_tensor::<f32>()?;
         if shape.len() != 2 || shape[1] != 7 {
             bail!("unexpected plate detector output shape {shape:?}");
@@ -82,7 +92,12 @@ impl YoloPlateDetector {
                 let x2 = ((r[3] - px as f32) / scale).clamp(0.0, w);
                 let y2 = ((r[4] - py as f32) / scale).clamp(0.0, h);
                 PlateBox {
-                    bbox: BBox { x: x1, y: y1, w: x2 - x1, h: y2 - y1 },
+                    bbox: BBox {
+                        x: x1,
+                        y: y1,
+                        w: x2 - x1,
+                        h: y2 - y1,
+                    },
                     score: r[6],
                 }
             })
@@ -127,13 +142,22 @@ impl CctRecogniser {
         }
         let shape = [crops.len(), CCT_H as usize, CCT_W as usize, 3];
         let tensor = TensorRef::from_array_view((shape, &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs![tensor]).context("plate OCR inference")?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .context("plate OCR inference")?;
         let (shape, probs) = outputs[0].try_extract_tensor::<f32>()?;
         let (slots, classes) = (shape[1] as usize, shape[2] as usize);
         if classes != CCT_ALPHABET.len() {
-            bail!("plate OCR has {classes} classes, expected {}", CCT_ALPHABET.len());
+            bail!(
+                "plate OCR has {classes} classes, expected {}",
+                CCT_ALPHABET.len()
+            );
         }
-        Ok(probs.chunks_exact(slots * classes).map(|p| decode_slots(p, classes)).collect())
+        Ok(probs
+            .chunks_exact(slots * classes)
+            .map(|p| decode_slots(p, classes))
+            .collect())
     }
 }
 
@@ -144,10 +168,10 @@ fn decode_slots(probs: &[f32], classes: usize) -> TextRead {
     let mut sum = 0.0;
     let mut n = 0;
     for slot in probs.chunks_exact(classes) {
-        let (best, p) = slot
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+        let (best, p) =
+            slot.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
         sum += p;
         n += 1;
         let c = CCT_ALPHABET[best] as char;

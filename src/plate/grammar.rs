@@ -74,8 +74,7 @@ static CN: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .unwrap()
 });
-static GENERIC: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,10}$").unwrap());
+static GENERIC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,10}$").unwrap());
 
 /// Upper-cases, folds full-width forms and drops everything but A-Z, 0-9 and CJK characters.
 pub fn normalise(raw: &str) -> String {
@@ -235,7 +234,13 @@ mod tests {
 
     #[test]
     fn chinese_plates_including_new_energy() {
-        for raw in ["桂A12345", "京A·F0236", "粤BD12345", "沪A12345F", "浙A1234学"] {
+        for raw in [
+            "桂A12345",
+            "京A·F0236",
+            "粤BD12345",
+            "沪A12345F",
+            "浙A1234学",
+        ] {
             let m = classify(raw, ALL).unwrap_or_else(|| panic!("{raw} rejected"));
             assert_eq!(m.region, Region::Cn, "{raw}");
         }
@@ -249,7 +254,10 @@ mod tests {
 
     #[test]
     fn generic_rule_needs_a_digit_and_plate_length() {
-        assert_eq!(classify("ABC-1234", &[Region::Generic]).unwrap().plate, "ABC1234");
+        assert_eq!(
+            classify("ABC-1234", &[Region::Generic]).unwrap().plate,
+            "ABC1234"
+        );
         assert!(classify("STOP", ALL).is_none());
         assert!(classify("A1", ALL).is_none());
         // A fragment such as the top row of a two-line plate alone is not a plate.

@@ -82,7 +82,12 @@ struct Line {
 
 impl PlateReader {
     /// Loads and verifies the models of `set` from `model_dir`.
-    pub fn load(set: ModelSet, model_dir: &Path, ort_lib: Option<&Path>, opts: ReaderOptions) -> Result<Self> {
+    pub fn load(
+        set: ModelSet,
+        model_dir: &Path,
+        ort_lib: Option<&Path>,
+        opts: ReaderOptions,
+    ) -> Result<Self> {
         let env = models::ort_environment(ort_lib)?;
         let open = |file: &str| -> Result<ort::session::Session> {
             let path = models::verified_model(model_dir, file)?;
@@ -91,15 +96,25 @@ impl PlateReader {
         let cjk = TextRecogniser::new(open("ppocr_v4_rec.onnx")?)?;
         let (detector, latin) = match set {
             ModelSet::Default => (
-                Detector::Text(TextDetector::new(open("ppocr_v4_det.onnx")?, opts.detector_max_side)),
-                Some(LatinRecogniser::PpOcr(TextRecogniser::new(open("ppocr_v6_rec_small.onnx")?)?)),
+                Detector::Text(TextDetector::new(
+                    open("ppocr_v4_det.onnx")?,
+                    opts.detector_max_side,
+                )),
+                Some(LatinRecogniser::PpOcr(TextRecogniser::new(open(
+                    "ppocr_v6_rec_small.onnx",
+                )?)?)),
             ),
             ModelSet::FastAlpr => (
                 Detector::Yolo(YoloPlateDetector::new(open("yolo_v9_t_416_plates.onnx")?)),
-                Some(LatinRecogniser::Cct(CctRecogniser::new(open("cct_xs_v2_global.onnx")?))),
+                Some(LatinRecogniser::Cct(CctRecogniser::new(open(
+                    "cct_xs_v2_global.onnx",
+                )?))),
             ),
             ModelSet::Clp => (
-                Detector::Clp(ClpDetector::new(open("clp_det.onnx")?, opts.detector_max_side)),
+                Detector::Clp(ClpDetector::new(
+                    open("clp_det.onnx")?,
+                    opts.detector_max_side,
+                )),
                 None,
             ),
         };
@@ -134,7 +149,11 @@ impl PlateReader {
                     lines_q.push(bbox);
                 }
                 let reads = self.read_lines(&crops)?;
-                let lines = lines_q.into_iter().zip(reads).map(|(bbox, read)| Line { bbox, read }).collect();
+                let lines = lines_q
+                    .into_iter()
+                    .zip(reads)
+                    .map(|(bbox, read)| Line { bbox, read })
+                    .collect();
                 Ok(self.assemble(lines))
             }
             Detector::Yolo(det) => {
@@ -187,7 +206,13 @@ impl PlateReader {
         Ok(cjk
             .into_iter()
             .zip(latin)
-            .map(|(c, l)| if grammar::has_cn_province(&c.text) { c } else { l })
+            .map(|(c, l)| {
+                if grammar::has_cn_province(&c.text) {
+                    c
+                } else {
+                    l
+                }
+            })
             .collect())
     }
 
@@ -195,8 +220,13 @@ impl PlateReader {
     fn assemble(&self, lines: Vec<Line>) -> Vec<PlateRead> {
         let mut used = vec![false; lines.len()];
         let mut out = Vec::new();
-        let two_line_regions: Vec<Region> =
-            self.opts.regions.iter().copied().filter(|r| *r != Region::Generic).collect();
+        let two_line_regions: Vec<Region> = self
+            .opts
+            .regions
+            .iter()
+            .copied()
+            .filter(|r| *r != Region::Generic)
+            .collect();
         for i in 0..lines.len() {
             for j in 0..lines.len() {
                 if i == j || used[i] || used[j] || !stacked(&lines[i].bbox, &lines[j].bbox) {
@@ -249,7 +279,11 @@ fn stacked(upper: &BBox, lower: &BBox) -> bool {
     let overlap = (upper.x + upper.w).min(lower.x + lower.w) - upper.x.max(lower.x);
     let narrower = upper.w.min(lower.w);
     let height_ratio = upper.h / lower.h;
-    lower.y > upper.y && gap > -0.5 * h && gap < 0.6 * h && overlap > 0.5 * narrower && (0.5..2.0).contains(&height_ratio)
+    lower.y > upper.y
+        && gap > -0.5 * h
+        && gap < 0.6 * h
+        && overlap > 0.5 * narrower
+        && (0.5..2.0).contains(&height_ratio)
 }
 
 /// Reads a whole-plate crop with a line recogniser; a squarish crop is a two-line plate, read as
@@ -276,11 +310,26 @@ mod tests {
 
     #[test]
     fn stacked_lines_pair_and_side_by_side_do_not() {
-        let top = BBox { x: 100.0, y: 100.0, w: 80.0, h: 30.0 };
-        let bottom = BBox { x: 95.0, y: 135.0, w: 95.0, h: 32.0 };
+        let top = BBox {
+            x: 100.0,
+            y: 100.0,
+            w: 80.0,
+            h: 30.0,
+        };
+        let bottom = BBox {
+            x: 95.0,
+            y: 135.0,
+            w: 95.0,
+            h: 32.0,
+        };
         assert!(stacked(&top, &bottom));
         assert!(!stacked(&bottom, &top));
-        let beside = BBox { x: 200.0, y: 100.0, w: 80.0, h: 30.0 };
+        let beside = BBox {
+            x: 200.0,
+            y: 100.0,
+            w: 80.0,
+            h: 30.0,
+        };
         assert!(!stacked(&top, &beside));
         let far_below = BBox { y: 200.0, ..bottom };
         assert!(!stacked(&top, &far_below));

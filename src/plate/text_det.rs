@@ -53,7 +53,11 @@ impl TextDetector {
     /// The model input size for a frame of `w`×`h`.
     pub fn input_size(&self, w: i32, h: i32) -> (i32, i32) {
         let (wf, hf) = (w as f32, h as f32);
-        let mut ratio = if wf.min(hf) < MIN_SHORT_SIDE { MIN_SHORT_SIDE / wf.min(hf) } else { 1.0 };
+        let mut ratio = if wf.min(hf) < MIN_SHORT_SIDE {
+            MIN_SHORT_SIDE / wf.min(hf)
+        } else {
+            1.0
+        };
         if wf.max(hf) * ratio > self.max_side as f32 {
             ratio = self.max_side as f32 / wf.max(hf);
         }
@@ -78,8 +82,12 @@ impl TextDetector {
             [0.5; 3],
             [2.0; 3],
         )?;
-        let tensor = TensorRef::from_array_view(([1usize, 3, ih as usize, iw as usize], &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs![tensor]).context("text detector inference")?;
+        let tensor =
+            TensorRef::from_array_view(([1usize, 3, ih as usize, iw as usize], &self.input[..]))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .context("text detector inference")?;
         let (shape, prob) = outputs[0].try_extract_tensor::<f32>()?;
         let (ph, pw) = (shape[2] as i32, shape[3] as i32);
         let prob_map = Mat::new_rows_cols_with_data(ph, pw, prob)?;
@@ -90,10 +98,21 @@ impl TextDetector {
 }
 
 /// Turns a probability map into scored, unclipped text boxes scaled by (`sx`, `sy`).
-pub fn boxes_from_probability<M: ToInputArray + MatTraitConst>(prob: &M, box_threshold: f32, sx: f32, sy: f32) -> Result<Vec<TextBox>> {
+pub fn boxes_from_probability<M: ToInputArray + MatTraitConst>(
+    prob: &M,
+    box_threshold: f32,
+    sx: f32,
+    sy: f32,
+) -> Result<Vec<TextBox>> {
     let mut mask = Mat::default();
     let mut bin = Mat::default();
-    imgproc::threshold(prob, &mut bin, BIN_THRESHOLD as f64, 255.0, imgproc::THRESH_BINARY)?;
+    imgproc::threshold(
+        prob,
+        &mut bin,
+        BIN_THRESHOLD as f64,
+        255.0,
+        imgproc::THRESH_BINARY,
+    )?;
     bin.convert_to(&mut mask, CV_8U, 1.0, 0.0)?;
     let mut contours = Vector::<Vector<Point>>::new();
     imgproc::find_contours(
@@ -120,13 +139,19 @@ pub fn boxes_from_probability<M: ToInputArray + MatTraitConst>(prob: &M, box_thr
         // Unclip: grow the rectangle by area * ratio / perimeter on every side.
         let (w, h) = (rect.size.width, rect.size.height);
         let d = w * h * UNCLIP_RATIO / (2.0 * (w + h));
-        let grown = opencv::core::RotatedRect::new(rect.center, opencv::core::Size2f::new(w + 2.0 * d, h + 2.0 * d), rect.angle)?;
+        let grown = opencv::core::RotatedRect::new(
+            rect.center,
+            opencv::core::Size2f::new(w + 2.0 * d, h + 2.0 * d),
+            rect.angle,
+        )?;
         if grown.size.width.min(grown.size.height) < 5.0 {
             continue;
         }
         let mut pts = [Point2f::default(); 4];
         grown.points(&mut pts)?;
-        let quad = order_quad(pts.map(|p| Point2f::new((p.x.clamp(0.0, pw)) * sx, (p.y.clamp(0.0, ph)) * sy)));
+        let quad = order_quad(
+            pts.map(|p| Point2f::new((p.x.clamp(0.0, pw)) * sx, (p.y.clamp(0.0, ph)) * sy)),
+        );
         out.push(TextBox { quad, score });
     }
     Ok(out)
@@ -136,9 +161,19 @@ pub fn boxes_from_probability<M: ToInputArray + MatTraitConst>(prob: &M, box_thr
 fn mean_inside(prob: &impl MatTraitConst, contour: &Vector<Point>) -> Result<f32> {
     let r = imgproc::bounding_rect(contour)?;
     let mut mask = Mat::zeros(r.height, r.width, CV_8U)?.to_mat()?;
-    let shifted: Vector<Point> = contour.iter().map(|p| Point::new(p.x - r.x, p.y - r.y)).collect();
+    let shifted: Vector<Point> = contour
+        .iter()
+        .map(|p| Point::new(p.x - r.x, p.y - r.y))
+        .collect();
     let polys = Vector::<Vector<Point>>::from_iter([shifted]);
-    imgproc::fill_poly(&mut mask, &polys, Scalar::all(1.0), imgproc::LINE_8, 0, Point::new(0, 0))?;
+    imgproc::fill_poly(
+        &mut mask,
+        &polys,
+        Scalar::all(1.0),
+        imgproc::LINE_8,
+        0,
+        Point::new(0, 0),
+    )?;
     let data = prob.data_typed::<f32>()?;
     let m = mask.data_bytes()?;
     let cols = prob.cols() as usize;
@@ -172,21 +207,38 @@ mod tests {
     #[test]
     fn one_box_is_found_grown_and_scaled() {
         // A 40x10 text line at (20, 30) in a 100x60 map; the frame is twice the map's size.
-        let m = prob_map_for_test(100, 60, |x, y| if (20..60).contains(&x) && (30..40).contains(&y) { 0.9 } else { 0.0 })
-            .unwrap();
+        let m = prob_map_for_test(100, 60, |x, y| {
+            if (20..60).contains(&x) && (30..40).contains(&y) {
+                0.9
+            } else {
+                0.0
+            }
+        })
+        .unwrap();
         let boxes = boxes_from_probability(&m, 0.5, 2.0, 2.0).unwrap();
         assert_eq!(boxes.len(), 1);
         let b = crate::vision::BBox::around(&boxes[0].quad);
         assert!((boxes[0].score - 0.9).abs() < 0.01);
         // Unclipped: larger than the raw 80x20 (scaled) region, centred on it.
         assert!(b.w > 80.0 && b.h > 20.0, "{b:?}");
-        assert!((b.x + b.w / 2.0 - 79.0).abs() < 3.0 && (b.y + b.h / 2.0 - 69.0).abs() < 3.0, "{b:?}");
+        assert!(
+            (b.x + b.w / 2.0 - 79.0).abs() < 3.0 && (b.y + b.h / 2.0 - 69.0).abs() < 3.0,
+            "{b:?}"
+        );
     }
 
     #[test]
     fn faint_regions_are_dropped() {
-        let m = prob_map_for_test(50, 50, |x, y| if (10..40).contains(&x) && (10..20).contains(&y) { 0.35 } else { 0.0 })
-            .unwrap();
-        assert!(boxes_from_probability(&m, 0.5, 1.0, 1.0).unwrap().is_empty());
+        let m = prob_map_for_test(50, 50, |x, y| {
+            if (10..40).contains(&x) && (10..20).contains(&y) {
+                0.35
+            } else {
+                0.0
+            }
+        })
+        .unwrap();
+        assert!(boxes_from_probability(&m, 0.5, 1.0, 1.0)
+            .unwrap()
+            .is_empty());
     }
 }

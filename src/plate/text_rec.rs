@@ -70,7 +70,12 @@ impl TextRecogniser {
                 ((HEIGHT as f32 * ratio).ceil() as i32).clamp(8, MAX_WIDTH)
             })
             .collect();
-        let batch_w = widths.iter().copied().max().unwrap_or(MIN_WIDTH).max(MIN_WIDTH);
+        let batch_w = widths
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(MIN_WIDTH)
+            .max(MIN_WIDTH);
         let plane = (HEIGHT * batch_w) as usize;
         self.input.clear();
         self.input.resize(crops.len() * 3 * plane, 0.0);
@@ -90,7 +95,10 @@ impl TextRecogniser {
         }
         let shape = [crops.len(), 3, HEIGHT as usize, batch_w as usize];
         let tensor = TensorRef::from_array_view((shape, &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs![tensor]).context("text recogniser inference")?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .context("text recogniser inference")?;
         let (shape, probs) = outputs[0].try_extract_tensor::<f32>()?;
         let (n, steps, classes) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
         if classes != self.classes.len() || n != crops.len() {
@@ -101,7 +109,13 @@ impl TextRecogniser {
             );
         }
         Ok((0..n)
-            .map(|i| ctc_greedy(&probs[i * steps * classes..(i + 1) * steps * classes], classes, &self.classes))
+            .map(|i| {
+                ctc_greedy(
+                    &probs[i * steps * classes..(i + 1) * steps * classes],
+                    classes,
+                    &self.classes,
+                )
+            })
             .collect())
     }
 }
@@ -113,10 +127,11 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
     let mut kept = 0usize;
     let mut prev = usize::MAX;
     for step in probs.chunks_exact(classes) {
-        let (best, p) = step
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+        let (best, p) =
+            step.iter().enumerate().fold(
+                (0, f32::MIN),
+                |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+            );
         if best != 0 && best != prev {
             text.push_str(&names[best]);
             conf_sum += p;
@@ -126,7 +141,11 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
     }
     TextRead {
         text,
-        confidence: if kept == 0 { 0.0 } else { conf_sum / kept as f32 },
+        confidence: if kept == 0 {
+            0.0
+        } else {
+            conf_sum / kept as f32
+        },
     }
 }
 
@@ -143,10 +162,18 @@ mod tests {
             v
         };
         // A A blank A B B blank → "AAB".
-        let probs: Vec<f32> = [(1, 0.9), (1, 0.9), (0, 0.9), (1, 0.8), (2, 0.7), (2, 0.7), (0, 0.9)]
-            .iter()
-            .flat_map(|&(i, p)| one_hot(i, p))
-            .collect();
+        let probs: Vec<f32> = [
+            (1, 0.9),
+            (1, 0.9),
+            (0, 0.9),
+            (1, 0.8),
+            (2, 0.7),
+            (2, 0.7),
+            (0, 0.9),
+        ]
+        .iter()
+        .flat_map(|&(i, p)| one_hot(i, p))
+        .collect();
         let r = ctc_greedy(&probs, 4, &names);
         assert_eq!(r.text, "AAB");
         assert!((r.confidence - (0.9 + 0.8 + 0.7) / 3.0).abs() < 1e-6);

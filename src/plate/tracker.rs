@@ -157,7 +157,11 @@ impl Tracker {
 
     /// Closes every track (end of stream); returns the passages not yet emitted.
     pub fn flush(&mut self) -> Vec<Passage> {
-        self.tracks.drain(..).filter(|t| !t.emitted).map(|t| t.passage()).collect()
+        self.tracks
+            .drain(..)
+            .filter(|t| !t.emitted)
+            .map(|t| t.passage())
+            .collect()
     }
 
     fn associate(&self, read: &PlateRead, touched: &[bool]) -> Option<usize> {
@@ -167,10 +171,10 @@ impl Tracker {
                 continue;
             }
             let iou = tr.last_bbox.iou(&read.bbox);
-            let text_match = tr
-                .votes
-                .keys()
-                .any(|p| near_equal(p, &read.plate) || (is_fragment(p, &read.plate) && close(&tr.last_bbox, &read.bbox)));
+            let text_match = tr.votes.keys().any(|p| {
+                near_equal(p, &read.plate)
+                    || (is_fragment(p, &read.plate) && close(&tr.last_bbox, &read.bbox))
+            });
             let score = if iou >= self.opts.min_iou {
                 iou + if text_match { 1.0 } else { 0.0 }
             } else if text_match {
@@ -190,7 +194,9 @@ impl Tracker {
 /// of a two-line plate), at least 2 characters long.
 fn is_fragment(a: &str, b: &str) -> bool {
     let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-    short.len() >= 2 && long.len() > short.len() && (long.starts_with(short) || long.ends_with(short))
+    short.len() >= 2
+        && long.len() > short.len()
+        && (long.starts_with(short) || long.ends_with(short))
 }
 
 /// Whether two boxes are near each other: centres within twice the taller box's height.
@@ -206,7 +212,11 @@ pub fn near_equal(a: &str, b: &str) -> bool {
     match a.len() as isize - b.len() as isize {
         0 => a.iter().zip(&b).filter(|(x, y)| x != y).count() <= 1,
         1 | -1 => {
-            let (long, short) = if a.len() > b.len() { (&a, &b) } else { (&b, &a) };
+            let (long, short) = if a.len() > b.len() {
+                (&a, &b)
+            } else {
+                (&b, &a)
+            };
             (0..long.len()).any(|skip| {
                 long.iter()
                     .enumerate()
@@ -229,7 +239,12 @@ mod tests {
             raw: plate.into(),
             region: Region::Vn,
             confidence: conf,
-            bbox: BBox { x, y: 100.0, w: 100.0, h: 30.0 },
+            bbox: BBox {
+                x,
+                y: 100.0,
+                w: 100.0,
+                h: 30.0,
+            },
         }
     }
 
@@ -246,7 +261,10 @@ mod tests {
         let mut t = tracker();
         let mut out = Vec::new();
         // A plate moving right, misread once.
-        for (i, p) in ["51A12345", "51A12346", "51A12345", "51A12345", "51A12345"].iter().enumerate() {
+        for (i, p) in ["51A12345", "51A12346", "51A12345", "51A12345", "51A12345"]
+            .iter()
+            .enumerate()
+        {
             out.extend(t.update(i as f64 * 0.2, &[read(p, 10.0 * i as f32, 0.9)]));
         }
         out.extend(t.update(5.0, &[]));
@@ -278,9 +296,15 @@ mod tests {
         let mut t = tracker();
         assert!(t.update(0.0, &[read("30E1234", 0.0, 0.8)]).is_empty());
         let out = t.update(2.0, &[read("ABC1234", 500.0, 0.8)]);
-        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["30E1234"]);
+        assert_eq!(
+            out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(),
+            ["30E1234"]
+        );
         let out = t.flush();
-        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["ABC1234"]);
+        assert_eq!(
+            out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(),
+            ["ABC1234"]
+        );
     }
 
     #[test]
@@ -289,7 +313,10 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..3 {
             let f = i as f64 * 0.1;
-            out.extend(t.update(f, &[read("51A12345", 0.0, 0.9), read("51A12346", 400.0, 0.9)]));
+            out.extend(t.update(
+                f,
+                &[read("51A12345", 0.0, 0.9), read("51A12346", 400.0, 0.9)],
+            ));
         }
         assert_eq!(out.len(), 2);
     }
@@ -303,12 +330,20 @@ mod tests {
         }
         // Next frames see only the top row, moved well past IoU range but still close.
         let mut top = read("29C1", 0.0, 0.95);
-        top.bbox = BBox { x: 10.0, y: 60.0, w: 60.0, h: 30.0 };
+        top.bbox = BBox {
+            x: 10.0,
+            y: 60.0,
+            w: 60.0,
+            h: 30.0,
+        };
         for i in 4..8 {
             out.extend(t.update(i as f64 * 0.2, &[top.clone()]));
         }
         out.extend(t.flush());
-        assert_eq!(out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(), ["29C123456"]);
+        assert_eq!(
+            out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(),
+            ["29C123456"]
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ impl FrameSlot {
         let mut s = self.state.lock().expect("slot lock");
         if self.handoff == Handoff::Every {
             while s.frame.is_some() && !s.closed && !stop.load(Ordering::Relaxed) {
-                s = self.changed.wait_timeout(s, Duration::from_millis(100)).expect("slot lock").0;
+                s = self
+                    .changed
+                    .wait_timeout(s, Duration::from_millis(100))
+                    .expect("slot lock")
+                    .0;
             }
         }
         let dropped = s.frame.replace(frame).is_some();
@@ -111,7 +115,11 @@ impl FrameSlot {
             if now >= deadline {
                 return Taken::Timeout;
             }
-            s = self.changed.wait_timeout(s, deadline - now).expect("slot lock").0;
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .expect("slot lock")
+                .0;
         }
     }
 
@@ -151,7 +159,13 @@ pub fn spawn(
         })
 }
 
-fn run(source: &mut dyn FrameSource, opts: &CameraOptions, slot: &FrameSlot, health: &CameraHealth, stop: &AtomicBool) {
+fn run(
+    source: &mut dyn FrameSource,
+    opts: &CameraOptions,
+    slot: &FrameSlot,
+    health: &CameraHealth,
+    stop: &AtomicBool,
+) {
     let mut backoff = opts.backoff_start;
     let mut first_open = true;
     while !stop.load(Ordering::Relaxed) {
@@ -169,8 +183,14 @@ fn run(source: &mut dyn FrameSource, opts: &CameraOptions, slot: &FrameSlot, hea
         health.up.store(true, Ordering::Relaxed);
         tracing::info!(camera = %opts.id, "camera streaming");
         // Recorded input is paced at its own rate unless every frame is wanted; live input paces itself.
-        let pace = opts.max_fps.or_else(|| (!source.is_live()).then(|| source.fps()).flatten());
-        let pace = if slot.handoff == Handoff::Every && !source.is_live() { opts.max_fps } else { pace };
+        let pace = opts
+            .max_fps
+            .or_else(|| (!source.is_live()).then(|| source.fps()).flatten());
+        let pace = if slot.handoff == Handoff::Every && !source.is_live() {
+            opts.max_fps
+        } else {
+            pace
+        };
         let started = Instant::now();
         let mut first_t: Option<f64> = None;
         let mut last_handed: Option<f64> = None;
@@ -263,7 +283,11 @@ mod tests {
         }
         fn next_frame(&mut self) -> SourceResult {
             if self.current == 0 {
-                return if self.opened >= self.batches.len() { Ok(None) } else { Err(SourceError::Lost("gone".into())) };
+                return if self.opened >= self.batches.len() {
+                    Ok(None)
+                } else {
+                    Err(SourceError::Lost("gone".into()))
+                };
             }
             self.current -= 1;
             Ok(Some(Frame {

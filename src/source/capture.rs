@@ -7,8 +7,12 @@ use opencv::videoio::{self, VideoCapture};
 
 use super::{Frame, FrameSource, SourceError, SourceResult};
 
-/// Opening or reading a stream gives up after this long, so a dead camera cannot hang its thread.
-const TIMEOUT_MS: i32 = 5000;
+/// Opening a stream gives up after this long. FFmpeg probes a few seconds of a low-rate stream
+/// before it reports the stream open, so this must be well above that probe time: OpenCV's
+/// interrupt timer runs from the start of opening and would otherwise cut the first read.
+const OPEN_TIMEOUT_MS: i32 = 20_000;
+/// A read gives up after this long, so a dead camera cannot hang its thread.
+const READ_TIMEOUT_MS: i32 = 10_000;
 
 /// An OpenCV `VideoCapture` source.
 pub struct CaptureSource {
@@ -43,14 +47,17 @@ impl FrameSource for CaptureSource {
         self.cap = None;
         let params = Vector::<i32>::from_slice(&[
             videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
-            TIMEOUT_MS,
+            OPEN_TIMEOUT_MS,
             videoio::CAP_PROP_READ_TIMEOUT_MSEC,
-            TIMEOUT_MS,
+            READ_TIMEOUT_MS,
         ]);
         let cap = VideoCapture::from_file_with_params(&self.url, videoio::CAP_FFMPEG, &params)
             .map_err(|e| SourceError::Lost(format!("cannot open {}: {e}", self.url)))?;
         if !cap.is_opened().unwrap_or(false) {
-            return Err(SourceError::Lost(format!("cannot open {} (unreachable, missing or not a video)", self.url)));
+            return Err(SourceError::Lost(format!(
+                "cannot open {} (unreachable, missing or not a video)",
+                self.url
+            )));
         }
         self.cap = Some(cap);
         self.index = 0;
@@ -58,14 +65,20 @@ impl FrameSource for CaptureSource {
     }
 
     fn next_frame(&mut self) -> SourceResult {
-        let cap = self.cap.as_mut().ok_or_else(|| SourceError::Lost("not open".into()))?;
+        let cap = self
+            .cap
+            .as_mut()
+            .ok_or_else(|| SourceError::Lost("not open".into()))?;
         let mut image = Mat::default();
         let ok = cap
             .read(&mut image)
             .map_err(|e| SourceError::Lost(format!("read from {}: {e}", self.url)))?;
         if !ok || image.empty() {
             if self.live {
-                return Err(SourceError::Lost(format!("{} stopped sending frames", self.url)));
+                return Err(SourceError::Lost(format!(
+                    "{} stopped sending frames",
+                    self.url
+                )));
             }
             return Ok(None);
         }

@@ -47,7 +47,10 @@ impl FrameSource for FolderSource {
         self.files = list_images(&self.dir)
             .map_err(|e| SourceError::Lost(format!("cannot list {}: {e}", self.dir.display())))?;
         if self.files.is_empty() {
-            return Err(SourceError::Lost(format!("{} holds no images (jpg, png, bmp)", self.dir.display())));
+            return Err(SourceError::Lost(format!(
+                "{} holds no images (jpg, png, bmp)",
+                self.dir.display()
+            )));
         }
         self.next = 0;
         Ok(())
@@ -66,7 +69,10 @@ impl FrameSource for FolderSource {
                 captured_at: Utc::now(),
                 index: self.next as u64,
             })),
-            Err(e) if !self.dir.is_dir() => Err(SourceError::Lost(format!("{} is gone: {e:#}", self.dir.display()))),
+            Err(e) if !self.dir.is_dir() => Err(SourceError::Lost(format!(
+                "{} is gone: {e:#}",
+                self.dir.display()
+            ))),
             Err(e) => Err(SourceError::BadFrame(format!("{e:#}"))),
         }
     }
@@ -111,7 +117,13 @@ mod tests {
     #[test]
     fn an_empty_or_missing_folder_is_lost() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(FolderSource::new(dir.path().into(), 1.0).open(), Err(SourceError::Lost(_))));
-        assert!(matches!(FolderSource::new("/nonexistent".into(), 1.0).open(), Err(SourceError::Lost(_))));
+        assert!(matches!(
+            FolderSource::new(dir.path().into(), 1.0).open(),
+            Err(SourceError::Lost(_))
+        ));
+        assert!(matches!(
+            FolderSource::new("/nonexistent".into(), 1.0).open(),
+            Err(SourceError::Lost(_))
+        ));
     }
 }

@@ -17,7 +17,10 @@ use std::path::PathBuf;
 /// it keeps running across reconnects.
 pub fn process_clock() -> f64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
 }
 
 /// A frame and when it was taken.
@@ -85,7 +88,9 @@ impl SourceSpec {
         }
         if let Some(rest) = url.strip_prefix("v4l2:") {
             if !rest.starts_with("/dev/") {
-                return Err(format!("v4l2:{rest} is not a device path: use v4l2:/dev/videoN"));
+                return Err(format!(
+                    "v4l2:{rest} is not a device path: use v4l2:/dev/videoN"
+                ));
             }
             return Ok(SourceSpec::V4l2(PathBuf::from(rest)));
         }
@@ -101,14 +106,21 @@ impl SourceSpec {
                 )),
             };
         }
-        Ok(SourceSpec::Capture { url: url.into(), live: false })
+        Ok(SourceSpec::Capture {
+            url: url.into(),
+            live: false,
+        })
     }
 
     /// Builds the source. `fps` is the replay rate for folders.
     pub fn build(&self, fps: Option<f64>) -> Box<dyn FrameSource> {
         match self {
-            SourceSpec::Capture { url, live } => Box::new(capture::CaptureSource::new(url.clone(), *live)),
-            SourceSpec::Folder(dir) => Box::new(folder::FolderSource::new(dir.clone(), fps.unwrap_or(5.0))),
+            SourceSpec::Capture { url, live } => {
+                Box::new(capture::CaptureSource::new(url.clone(), *live))
+            }
+            SourceSpec::Folder(dir) => {
+                Box::new(folder::FolderSource::new(dir.clone(), fps.unwrap_or(5.0)))
+            }
             SourceSpec::V4l2(dev) => Box::new(v4l2::V4l2Source::new(dev.clone())),
         }
     }
@@ -122,16 +134,32 @@ mod tests {
     fn urls_parse_to_sources() {
         assert_eq!(
             SourceSpec::parse("rtsp://cam/1").unwrap(),
-            SourceSpec::Capture { url: "rtsp://cam/1".into(), live: true }
+            SourceSpec::Capture {
+                url: "rtsp://cam/1".into(),
+                live: true
+            }
         );
         assert_eq!(
             SourceSpec::parse("file:///srv/a.mp4").unwrap(),
-            SourceSpec::Capture { url: "/srv/a.mp4".into(), live: false }
+            SourceSpec::Capture {
+                url: "/srv/a.mp4".into(),
+                live: false
+            }
         );
-        assert_eq!(SourceSpec::parse("folder:/x").unwrap(), SourceSpec::Folder("/x".into()));
-        assert_eq!(SourceSpec::parse("v4l2:/dev/video0").unwrap(), SourceSpec::V4l2("/dev/video0".into()));
-        assert!(SourceSpec::parse("v4l2:video0").unwrap_err().contains("/dev/videoN"));
-        assert!(SourceSpec::parse("gopher://x").unwrap_err().contains("not supported"));
+        assert_eq!(
+            SourceSpec::parse("folder:/x").unwrap(),
+            SourceSpec::Folder("/x".into())
+        );
+        assert_eq!(
+            SourceSpec::parse("v4l2:/dev/video0").unwrap(),
+            SourceSpec::V4l2("/dev/video0".into())
+        );
+        assert!(SourceSpec::parse("v4l2:video0")
+            .unwrap_err()
+            .contains("/dev/videoN"));
+        assert!(SourceSpec::parse("gopher://x")
+            .unwrap_err()
+            .contains("not supported"));
         assert!(SourceSpec::parse("").is_err());
     }
 }

@@ -35,13 +35,23 @@ impl PixelFormat {
 }
 
 /// Converts one captured buffer to a BGR frame.
-pub fn convert_buffer(format: PixelFormat, width: u32, height: u32, buf: &[u8]) -> anyhow::Result<Mat> {
+pub fn convert_buffer(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    buf: &[u8],
+) -> anyhow::Result<Mat> {
     match format {
         PixelFormat::Mjpeg => vision::decode_image(buf),
         PixelFormat::Yuyv => {
             let need = width as usize * height as usize * 2;
-            anyhow::ensure!(buf.len() >= need, "YUYV buffer has {} bytes, {width}x{height} needs {need}", buf.len());
-            let packed = Mat::new_rows_cols_with_data(height as i32, width as i32 * 2, &buf[..need])?;
+            anyhow::ensure!(
+                buf.len() >= need,
+                "YUYV buffer has {} bytes, {width}x{height} needs {need}",
+                buf.len()
+            );
+            let packed =
+                Mat::new_rows_cols_with_data(height as i32, width as i32 * 2, &buf[..need])?;
             let yuyv = packed.reshape(2, height as i32)?;
             debug_assert_eq!(yuyv.typ(), CV_8UC2);
             let mut bgr = Mat::default();
@@ -73,7 +83,9 @@ impl V4l2Source {
 impl FrameSource for V4l2Source {
     fn open(&mut self) -> Result<(), SourceError> {
         self.stream = None;
-        let lost = |what: &str, e: std::io::Error| SourceError::Lost(format!("{}: {what}: {e}", self.path.display()));
+        let lost = |what: &str, e: std::io::Error| {
+            SourceError::Lost(format!("{}: {what}: {e}", self.path.display()))
+        };
         let dev = Device::with_path(&self.path).map_err(|e| lost("cannot open device", e))?;
         let mut chosen = None;
         for pf in [PixelFormat::Mjpeg, PixelFormat::Yuyv] {
@@ -86,8 +98,14 @@ impl FrameSource for V4l2Source {
                 }
             }
         }
-        let chosen = chosen.ok_or_else(|| SourceError::Lost(format!("{} offers neither MJPEG nor YUYV", self.path.display())))?;
-        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, 4).map_err(|e| lost("cannot start streaming", e))?;
+        let chosen = chosen.ok_or_else(|| {
+            SourceError::Lost(format!(
+                "{} offers neither MJPEG nor YUYV",
+                self.path.display()
+            ))
+        })?;
+        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, 4)
+            .map_err(|e| lost("cannot start streaming", e))?;
         stream.set_timeout(Duration::from_secs(5));
         self.stream = Some(stream);
         self.format = Some(chosen);
@@ -100,11 +118,12 @@ impl FrameSource for V4l2Source {
             (Some(s), Some(f)) => (s, f),
             _ => return Err(SourceError::Lost("not open".into())),
         };
-        let (buf, meta) = stream
-            .next()
-            .map_err(|e| SourceError::Lost(format!("{}: capture failed: {e}", self.path.display())))?;
+        let (buf, meta) = stream.next().map_err(|e| {
+            SourceError::Lost(format!("{}: capture failed: {e}", self.path.display()))
+        })?;
         let used = (meta.bytesused as usize).min(buf.len());
-        let image = convert_buffer(pf, w, h, &buf[..used]).map_err(|e| SourceError::BadFrame(format!("{e:#}")))?;
+        let image = convert_buffer(pf, w, h, &buf[..used])
+            .map_err(|e| SourceError::BadFrame(format!("{e:#}")))?;
         self.index += 1;
         Ok(Some(Frame {
             image,
@@ -143,7 +162,9 @@ mod tests {
 
     #[test]
     fn mjpeg_buffer_converts_and_corrupt_is_an_error() {
-        let img = Mat::new_rows_cols_with_default(16, 24, CV_8UC3, Scalar::new(0.0, 0.0, 255.0, 0.0)).unwrap();
+        let img =
+            Mat::new_rows_cols_with_default(16, 24, CV_8UC3, Scalar::new(0.0, 0.0, 255.0, 0.0))
+                .unwrap();
         let mut jpeg = Vector::<u8>::new();
         opencv::imgcodecs::imencode_def(".jpg", &img, &mut jpeg).unwrap();
         let m = convert_buffer(PixelFormat::Mjpeg, 24, 16, jpeg.as_slice()).unwrap();

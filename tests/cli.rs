@@ -1,0 +1,141 @@
+//! The installer-facing commands: `check`, `models verify`, and clear start-up errors.
+
+mod common;
+
+use common::*;
+
+fn example_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gatewatch.example.toml")
+}
+
+#[test]
+fn check_accepts_the_example_config_and_prints_it_resolved() {
+    let out = gatewatch()
+        .args(["check", "--config"])
+        .arg(example_config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("topic prefix: gatewatch/mongcai/lane1-box"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[[camera]]"), "{stdout}");
+}
+
+#[test]
+fn check_names_every_bad_key_and_what_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        r#"site = "gate 1"
+device = "box"
+[mqtt]
+host = ""
+port = 1883
+[models]
+set = "default"
+[plates]
+confirm_frames = 0
+[[camera]]
+id = "a"
+lane = "in"
+url = "ftp://camera"
+fps = 500.0
+"#,
+    )
+    .unwrap();
+    let out = gatewatch()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "site:",
+        "mqtt.host:",
+        "plates.confirm_frames:",
+        "camera[0].url:",
+        "camera[0].fps:",
+    ] {
+        assert!(err.contains(key), "missing {key} in: {err}");
+    }
+    assert!(err.contains("allowed 1 to 100"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "site = \"x\"\ndevice = \"y\"\n[mqtt]\nhost = \"h\"\n[models]\nset = \"best\"\n",
+    )
+    .unwrap();
+    let out = gatewatch()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("best") && err.contains("fast-alpr"),
+        "unknown model set lists the allowed ones: {err}"
+    );
+}
+
+#[test]
+fn models_verify_reports_missing_and_corrupt_files() {
+    let out = gatewatch().args(["models", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the fetched models verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ppocr_v4_det.onnx"), b"corrupt").unwrap();
+    let out = gatewatch()
+        .args(["models", "verify", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED   ppocr_v4_det.onnx") && stdout.contains("corrupt"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED   ppocr_v4_rec.onnx") && stdout.contains("missing"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_with_missing_models_fails_at_start_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), free_port(), "folder:/nonexistent", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[plates]",
+        &format!(
+            "[models]\ndir = \"{}\"\n[plates]",
+            dir.path().join("nomodels").display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = gatewatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(".onnx") && err.contains("fetch-models"),
+        "{err}"
+    );
+}

@@ -1,0 +1,259 @@
+//! Helpers shared by the integration tests: a real Mosquitto broker on a free loopback port, an
+//! MQTT subscriber that records everything, gatewatch runs and config files.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A Mosquitto broker on 127.0.0.1, killed on drop.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on the port.
+pub fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Broker {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// (Re)starts the broker on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .or_else(|_| {
+                Command::new("/usr/sbin/mosquitto")
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .expect("mosquitto is not installed: run `make setup` (Debian package mosquitto)");
+        self.child = Some(child);
+        assert!(
+            wait_listening(self.port, Duration::from_secs(10)),
+            "mosquitto did not start on port {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A received MQTT message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: serde_json::Value,
+    pub retain: bool,
+}
+
+/// Records every message on a topic filter (QoS 1).
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Message>>>,
+    client: rumqttc::Client,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut opts = rumqttc::MqttOptions::new(
+            format!("test-sub-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = rumqttc::Client::new(opts, 100);
+        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                            serde_json::Value::String(
+                                String::from_utf8_lossy(&p.payload).into_owned(),
+                            )
+                        });
+                        sink.lock().unwrap().push(Message {
+                            topic: p.topic.clone(),
+                            payload,
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription acknowledged");
+        Subscriber { messages, client }
+    }
+
+    /// Messages whose topic ends with `suffix`.
+    pub fn on(&self, suffix: &str) -> Vec<Message> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `pred` holds over all messages so far.
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Message]) -> bool) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if pred(&self.messages.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+/// The gatewatch binary under test.
+pub fn gatewatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+}
+
+/// Writes a config for one camera; `extra_camera` lines go into the camera table.
+pub fn write_config(dir: &Path, port: u16, url: &str, extra_camera: &str) -> PathBuf {
+    let path = dir.join("gatewatch.toml");
+    let mut f = std::fs::File::create(&path).unwrap();
+    write!(
+        f,
+        r#"site = "test"
+device = "box1"
+state_dir = "{state}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[plates]
+confirm_frames = 3
+lost_after_s = 1.0
+[[camera]]
+id = "cam1"
+lane = "in-1"
+url = "{url}"
+{extra_camera}
+"#,
+        state = dir.join("state").display()
+    )
+    .unwrap();
+    path
+}
+
+/// Validates `value` against a schema file in docs/schema.
+pub fn assert_valid(schema_file: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schema")
+        .join(schema_file);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} does not match {schema_file}: {errors:?}"
+    );
+}
+
+/// The plates of published plate events, in arrival order.
+pub fn plates(msgs: &[Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m.payload["plate"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The shared data folder, or None (with a message) when absent.
+pub fn shared_dir(sub: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("GATEWATCH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let p = base.join(sub);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent (set GATEWATCH_SHARED to the shared folder to run this test)",
+            p.display()
+        );
+        None
+    }
+}

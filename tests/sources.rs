@@ -1,0 +1,174 @@
+//! Frame sources end to end: the image-folder replay path, the RTSP path on loopback, and a
+//! camera that disappears and comes back.
+
+mod common;
+
+use common::*;
+use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn two_vehicle_renderer() -> Renderer {
+    Renderer::with_plates(
+        ClipSpec::default(),
+        demo_plates().into_iter().take(2).collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn image_folder_replay_and_seq_continues_across_restart() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/+/+/events/#");
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    let r = two_vehicle_renderer();
+    r.write_frames(&frames).unwrap();
+    // A corrupt image in the middle is skipped with an error, not fatal.
+    std::fs::write(frames.join("frame-00003b.png"), b"\x89PNG truncated").unwrap();
+    let url = format!("folder:{}", frames.display());
+    let cfg = write_config(
+        dir.path(),
+        broker.port,
+        &url,
+        "fps = 5.0\nhandoff = \"every\"\nat_end = \"stop\"",
+    );
+
+    for run in 0..2 {
+        let out = gatewatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run} failed: {log}");
+        assert!(log.contains("bad frame skipped"), "{log}");
+        assert!(
+            sub.wait_until(Duration::from_secs(10), |m| m.len() == 2 * (run + 1)),
+            "{log}"
+        );
+    }
+    let events = sub.on("/events/plate");
+    assert_eq!(
+        plates(&events),
+        ["51A12345", "29C123456", "51A12345", "29C123456"]
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e.payload["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 4],
+        "seq continues across restarts, never reused"
+    );
+}
+
+struct RtspServer {
+    child: Child,
+}
+
+impl RtspServer {
+    fn start(port: u16, clip: &std::path::Path) -> RtspServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rtsp-serve.py");
+        let child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(clip)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start the GStreamer RTSP server (run `make setup`)");
+        assert!(
+            wait_listening(port, Duration::from_secs(15)),
+            "RTSP server did not start"
+        );
+        RtspServer { child }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count(msgs: &[Message], plate: &str) -> usize {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with("/events/plate") && m.payload["plate"] == plate)
+        .count()
+}
+
+#[test]
+fn rtsp_camera_is_read_and_comes_back_after_it_disappears() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.avi");
+    // A live stream is only readable once FFmpeg has probed it (a few seconds at 5 fps): the
+    // first vehicle comes after a longer stretch of empty road.
+    let spec = ClipSpec {
+        gap_frames: 35,
+        ..ClipSpec::default()
+    };
+    Renderer::with_plates(spec, demo_plates().into_iter().take(2).collect())
+        .unwrap()
+        .write_video(&clip)
+        .unwrap();
+    let rtsp_port = free_port();
+    let mut server = RtspServer::start(rtsp_port, &clip);
+    let url = format!("rtsp://127.0.0.1:{rtsp_port}/lane");
+    let cfg = write_config(dir.path(), broker.port, &url, "");
+    let log_path = dir.path().join("gatewatch.log");
+    let mut gw = gatewatch()
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+
+    // Live input, newest frame wins: both plates of the clip are read off the stream.
+    let ok = sub.wait_until(Duration::from_secs(90), |m| {
+        count(m, "51A12345") >= 1 && count(m, "29C123456") >= 1
+    });
+    assert!(
+        ok,
+        "plates not read over RTSP: {}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+
+    // The camera disappears for a few seconds and comes back; the process keeps serving.
+    drop(server);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        gw.try_wait().unwrap().is_none(),
+        "gatewatch must survive a lost camera"
+    );
+    let before = count(&sub.messages.lock().unwrap(), "51A12345");
+    server = RtspServer::start(rtsp_port, &clip);
+    let ok = sub.wait_until(Duration::from_secs(90), |m| count(m, "51A12345") > before);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(ok, "no plate read after the camera came back: {log}");
+    assert!(
+        log.contains("camera lost") || log.contains("camera unavailable"),
+        "{log}"
+    );
+
+    // SIGTERM: clean shutdown, offline status.
+    unsafe_kill_term(gw.id());
+    let status = gw.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(sub.wait_until(Duration::from_secs(5), |m| m
+        .iter()
+        .any(|m| m.payload["state"] == "offline")));
+    drop(server);
+}
+
+fn unsafe_kill_term(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
