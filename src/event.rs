@@ -89,7 +89,7 @@ impl SeqCounter {
     }
 
     /// Reserves and returns the next number.
-    pub fn next(&mut self) -> std::io::Result<u64> {
+    pub fn reserve(&mut self) -> std::io::Result<u64> {
         use std::io::Write;
         let n = self.last + 1;
         let tmp = self.path.with_extension("tmp");
@@ -129,7 +129,7 @@ impl EventFactory {
         at: DateTime<Utc>,
         body: B,
     ) -> std::io::Result<Envelope<B>> {
-        let seq = self.seq.lock().expect("seq lock").next()?;
+        let seq = self.seq.lock().expect("seq lock").reserve()?;
         Ok(Envelope {
             schema: schema.to_owned(),
             event_id: Uuid::now_v7(),
@@ -152,11 +152,11 @@ mod tests {
     fn seq_continues_across_reopen_and_never_repeats() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = SeqCounter::open(dir.path()).unwrap();
-        assert_eq!((c.next().unwrap(), c.next().unwrap()), (1, 2));
+        assert_eq!((c.reserve().unwrap(), c.reserve().unwrap()), (1, 2));
         drop(c);
         let mut c = SeqCounter::open(dir.path()).unwrap();
         assert_eq!(c.last(), 2);
-        assert_eq!(c.next().unwrap(), 3);
+        assert_eq!(c.reserve().unwrap(), 3);
     }
 
     #[test]

@@ -270,13 +270,12 @@ pub fn open_session(
     threads: usize,
 ) -> Result<ort::session::Session> {
     let build = || -> std::result::Result<ort::session::Session, String> {
+        let s = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
         let b = ort::session::Session::builder(env).map_err(|e| e.to_string())?;
-        let mut b = b
-            .with_intra_threads(threads)
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .and_then(|b| b.with_inter_op_spinning(false))
-            .map_err(|e| e.to_string())?;
+        let b = b.with_intra_threads(threads).map_err(s)?;
+        let b = b.with_inter_threads(1).map_err(s)?;
+        let b = b.with_intra_op_spinning(false).map_err(s)?;
+        let mut b = b.with_inter_op_spinning(false).map_err(s)?;
         b.commit_from_file(path).map_err(|e| e.to_string())
     };
     build().map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", path.display()))
