@@ -254,7 +254,7 @@ impl PlateReader {
                 out.extend(self.accept(&line.read.text, line.read.confidence, line.bbox));
             }
         }
-        out
+        suppress_small_text_near_plates(out)
     }
 
     fn accept(&self, text: &str, confidence: f32, bbox: BBox) -> Option<PlateRead> {
@@ -270,6 +270,25 @@ impl PlateReader {
             bbox,
         })
     }
+}
+
+/// Drops generic reads that sit close to a clearly taller read: on a plate the number is the
+/// tallest text, so nearby smaller text (registration stickers, dates, dealer frames) is not the
+/// plate. Reads of a specific grammar (VN, CN) are kept.
+fn suppress_small_text_near_plates(reads: Vec<PlateRead>) -> Vec<PlateRead> {
+    let keep: Vec<bool> = reads
+        .iter()
+        .map(|r| {
+            r.region != Region::Generic
+                || !reads.iter().any(|o| {
+                    let (cx, cy) = (r.bbox.x + r.bbox.w / 2.0, r.bbox.y + r.bbox.h / 2.0);
+                    let (ox, oy) = (o.bbox.x + o.bbox.w / 2.0, o.bbox.y + o.bbox.h / 2.0);
+                    let near = (cx - ox).abs() < o.bbox.w.max(r.bbox.w) && (cy - oy).abs() < 3.0 * o.bbox.h;
+                    near && o.bbox.h > 1.25 * r.bbox.h
+                })
+        })
+        .collect();
+    reads.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect()
 }
 
 /// Whether `lower` sits right under `upper` like the second row of a two-line plate.
@@ -307,6 +326,28 @@ pub fn read_plate_rows(rec: &mut TextRecogniser, crop: &Mat) -> Result<TextRead>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(plate: &str, region: Region, y: f32, h: f32) -> PlateRead {
+        PlateRead {
+            plate: plate.into(),
+            raw: plate.into(),
+            region,
+            confidence: 0.9,
+            bbox: BBox { x: 100.0, y, w: 120.0, h },
+        }
+    }
+
+    #[test]
+    fn small_generic_text_next_to_a_taller_plate_is_dropped() {
+        let plate = read("ABC1234", Region::Generic, 100.0, 40.0);
+        let sticker = read("20140430", Region::Generic, 150.0, 12.0);
+        let far = BBox { x: 900.0, ..sticker.bbox };
+        let other_car = PlateRead { bbox: far, ..sticker.clone() };
+        let vn = read("51A12345", Region::Vn, 150.0, 12.0);
+        let kept = suppress_small_text_near_plates(vec![sticker, plate, other_car, vn]);
+        let plates: Vec<_> = kept.iter().map(|r| (r.plate.as_str(), r.bbox.x)).collect();
+        assert_eq!(plates, [("ABC1234", 100.0), ("20140430", 900.0), ("51A12345", 100.0)]);
+    }
 
     #[test]
     fn stacked_lines_pair_and_side_by_side_do_not() {
