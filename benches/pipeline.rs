@@ -15,7 +15,11 @@ use std::time::Duration;
 const SIZES: [(i32, i32); 2] = [(1280, 720), (1920, 1080)];
 
 fn frame(w: i32, h: i32) -> Mat {
-    let spec = ClipSpec { width: w, height: h, ..ClipSpec::default() };
+    let spec = ClipSpec {
+        width: w,
+        height: h,
+        ..ClipSpec::default()
+    };
     let gap = spec.gap_frames;
     Renderer::new(spec).unwrap().frame(gap + 5).unwrap()
 }
@@ -28,7 +32,9 @@ fn session(file: &str) -> ort::session::Session {
 
 fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("stages");
-    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     let mut det = TextDetector::new(session("ppocr_v4_det.onnx"), 960);
     let mut rec = TextRecogniser::new(session("ppocr_v6_rec_small.onnx")).unwrap();
     for (w, h) in SIZES {
@@ -40,15 +46,33 @@ fn stages(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("preprocess_resize_normalise", &id), |b| {
             b.iter(|| {
                 vision::resize_into(&f, &mut resized, iw, ih).unwrap();
-                vision::pack_chw(&resized, &mut buf, 0, iw as usize, ih as usize, false, 1.0 / 255.0, [0.5; 3], [2.0; 3]).unwrap();
+                vision::pack_chw(
+                    &resized,
+                    &mut buf,
+                    0,
+                    iw as usize,
+                    ih as usize,
+                    false,
+                    1.0 / 255.0,
+                    [0.5; 3],
+                    [2.0; 3],
+                )
+                .unwrap();
             })
         });
-        g.bench_function(BenchmarkId::new("text_detector", &id), |b| b.iter(|| det.detect(&f).unwrap()));
+        g.bench_function(BenchmarkId::new("text_detector", &id), |b| {
+            b.iter(|| det.detect(&f).unwrap())
+        });
         let boxes = det.detect(&f).unwrap();
-        let crops: Vec<Mat> = boxes.iter().map(|b| vision::warp_quad(&f, &b.quad).unwrap()).collect();
+        let crops: Vec<Mat> = boxes
+            .iter()
+            .map(|b| vision::warp_quad(&f, &b.quad).unwrap())
+            .collect();
         if let Some(crop) = crops.first() {
             let one = [crop.try_clone().unwrap()];
-            g.bench_function(BenchmarkId::new("recogniser_v6_one_line", &id), |b| b.iter(|| rec.recognise(&one).unwrap()));
+            g.bench_function(BenchmarkId::new("recogniser_v6_one_line", &id), |b| {
+                b.iter(|| rec.recognise(&one).unwrap())
+            });
         }
     }
     g.finish();
@@ -56,15 +80,24 @@ fn stages(c: &mut Criterion) {
 
 fn full_frame(c: &mut Criterion) {
     let mut g = c.benchmark_group("full_frame");
-    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     for set in [ModelSet::Default, ModelSet::FastAlpr] {
-        let Ok(mut reader) = PlateReader::load(set, &models::model_dir(None), None, ReaderOptions::default()) else {
+        let Ok(mut reader) = PlateReader::load(
+            set,
+            &models::model_dir(None),
+            None,
+            ReaderOptions::default(),
+        ) else {
             eprintln!("bench: model set {set} unavailable, skipped");
             continue;
         };
         for (w, h) in SIZES {
             let f = frame(w, h);
-            g.bench_function(BenchmarkId::new(set.as_str(), format!("{w}x{h}")), |b| b.iter(|| reader.read(&f).unwrap()));
+            g.bench_function(BenchmarkId::new(set.as_str(), format!("{w}x{h}")), |b| {
+                b.iter(|| reader.read(&f).unwrap())
+            });
         }
     }
     g.finish();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::delivery::{FullPolicy, OutboxOptions};
 use crate::models::ModelSet;
 use crate::source::SourceSpec;
 
@@ -26,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub models: ModelsConfig,
     pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     #[serde(default)]
     pub plates: PlateConfig,
     /// Cameras; at least one.
@@ -90,6 +93,46 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+/// The disk-backed outbox every event passes through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Defaults to `<state_dir>/outbox`.
+    pub dir: Option<PathBuf>,
+    /// Limit on undelivered events on disk, in bytes.
+    #[serde(default = "default_outbox_bytes")]
+    pub max_bytes: u64,
+    /// When full: `drop_oldest` or `reject_new`; either way the loss is counted and shown in status.
+    #[serde(default)]
+    pub policy: FullPolicy,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: default_outbox_bytes(),
+            policy: FullPolicy::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The outbox options in force.
+    pub fn outbox_options(&self) -> OutboxOptions {
+        OutboxOptions {
+            dir: self
+                .outbox
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("outbox")),
+            max_bytes: self.outbox.max_bytes,
+            policy: self.outbox.policy,
+            segment_bytes: (self.outbox.max_bytes / 16).clamp(4096, 16 << 20),
+        }
+    }
 }
 
 /// Plate reading thresholds and tracking.
@@ -182,6 +225,9 @@ fn default_mqtt_port() -> u16 {
 }
 fn default_keep_alive() -> u64 {
     30
+}
+fn default_outbox_bytes() -> u64 {
+    256 << 20
 }
 fn default_min_confidence() -> f32 {
     0.6
@@ -327,6 +373,15 @@ impl Config {
         }
         if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
             issue("mqtt.password", "is set without mqtt.username".into());
+        }
+        if self.outbox.max_bytes < 64 * 1024 {
+            issue(
+                "outbox.max_bytes",
+                format!(
+                    "{} is too small: allowed 65536 bytes (64 KiB) or more",
+                    self.outbox.max_bytes
+                ),
+            );
         }
         let p = &self.plates;
         if !(0.0..=1.0).contains(&p.min_confidence) {

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 use uuid::Uuid;
+
+use crate::delivery::{AppendError, Delivery};
 
 /// Schema id of plate events; bump the version on any incompatible change.
 pub const PLATE_SCHEMA: &str = "gatewatch.plate/1";
@@ -26,6 +27,10 @@ pub struct Envelope<B> {
     pub device: String,
     pub camera: String,
     pub lane: String,
+    /// Present and true on events delivered as catch-up (after an outage or a restart) rather
+    /// than live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
     #[serde(flatten)]
     pub body: B,
 }
@@ -54,92 +59,50 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The per-device sequence counter, persisted so numbers are never reused after a restart.
-///
-/// The next number is written (to a temporary file, synced, renamed over) *before* it is handed
-/// out, so a crash can skip a number but never repeat one.
-pub struct SeqCounter {
-    path: PathBuf,
-    last: u64,
-}
-
-impl SeqCounter {
-    /// Opens the counter stored in `dir/seq`, creating the directory if needed.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
-        let path = dir.join("seq");
-        let last = match std::fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse().with_context(|| {
-                format!(
-                    "{} is corrupt ({s:?}); it must hold the last event number",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        Ok(Self { path, last })
-    }
-
-    /// The last number handed out (0 if none).
-    pub fn last(&self) -> u64 {
-        self.last
-    }
-
-    /// Reserves and returns the next number.
-    pub fn reserve(&mut self) -> std::io::Result<u64> {
-        use std::io::Write;
-        let n = self.last + 1;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{n}")?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.last = n;
-        Ok(n)
-    }
-}
-
-/// Builds envelopes: one place assigns `seq`, `event_id` and `ts`.
+/// Builds envelopes and stores them in the outbox: the one place that assigns `seq` (through the
+/// outbox, in the same step as storing), `event_id` and `ts`.
 pub struct EventFactory {
     site: String,
     device: String,
-    seq: Mutex<SeqCounter>,
+    delivery: Arc<Delivery>,
 }
 
 impl EventFactory {
-    pub fn new(site: String, device: String, seq: SeqCounter) -> Self {
+    pub fn new(site: String, device: String, delivery: Arc<Delivery>) -> Self {
         Self {
             site,
             device,
-            seq: Mutex::new(seq),
+            delivery,
         }
     }
 
-    /// Wraps a body in a new envelope.
-    pub fn envelope<B>(
+    /// Wraps `body` in a new envelope and stores it for delivery on `<prefix>/<topic_suffix>`.
+    /// Returns the stored envelope's seq.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit<B: Serialize>(
         &self,
+        topic_suffix: &str,
         schema: &str,
         camera: &str,
         lane: &str,
         at: DateTime<Utc>,
         body: B,
-    ) -> std::io::Result<Envelope<B>> {
-        let seq = self.seq.lock().expect("seq lock").reserve()?;
-        Ok(Envelope {
-            schema: schema.to_owned(),
-            event_id: Uuid::now_v7(),
-            seq,
-            ts: format_ts(at),
-            site: self.site.clone(),
-            device: self.device.clone(),
-            camera: camera.to_owned(),
-            lane: lane.to_owned(),
-            body,
+    ) -> Result<u64, AppendError> {
+        let mut body = Some(body);
+        self.delivery.emit(topic_suffix, |seq| {
+            let env = Envelope {
+                schema: schema.to_owned(),
+                event_id: Uuid::now_v7(),
+                seq,
+                ts: format_ts(at),
+                site: self.site.clone(),
+                device: self.device.clone(),
+                camera: camera.to_owned(),
+                lane: lane.to_owned(),
+                replayed: false,
+                body: body.take().expect("built once"),
+            };
+            serde_json::to_vec(&env).expect("events serialise")
         })
     }
 }
@@ -147,50 +110,64 @@ impl EventFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seq_continues_across_reopen_and_never_repeats() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = SeqCounter::open(dir.path()).unwrap();
-        assert_eq!((c.reserve().unwrap(), c.reserve().unwrap()), (1, 2));
-        drop(c);
-        let mut c = SeqCounter::open(dir.path()).unwrap();
-        assert_eq!(c.last(), 2);
-        assert_eq!(c.reserve().unwrap(), 3);
-    }
-
-    #[test]
-    fn corrupt_seq_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("seq"), "twelve").unwrap();
-        let err = SeqCounter::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("corrupt"), "{err}");
-    }
+    use crate::delivery::{FullPolicy, Outbox, OutboxOptions};
 
     #[test]
     fn envelope_flattens_the_body_and_formats_time_with_millis() {
         let dir = tempfile::tempdir().unwrap();
-        let f = EventFactory::new(
-            "s".into(),
-            "d".into(),
-            SeqCounter::open(dir.path()).unwrap(),
-        );
+        let ob = Outbox::open(OutboxOptions {
+            dir: dir.path().into(),
+            max_bytes: 1 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 1 << 20,
+        })
+        .unwrap();
+        let f = EventFactory::new("s".into(), "d".into(), Delivery::new(ob));
         let at = DateTime::parse_from_rfc3339("2026-11-24T10:00:00.5Z")
             .unwrap()
             .with_timezone(&Utc);
-        let e = f
-            .envelope(
+        assert_eq!(
+            f.emit(
+                "events/x",
                 PLATE_SCHEMA,
                 "cam",
                 "lane",
                 at,
-                serde_json::json!({"plate": "X1"}),
+                serde_json::json!({"plate": "X1"})
             )
-            .unwrap();
-        let v = serde_json::to_value(&e).unwrap();
+            .unwrap(),
+            1
+        );
+        assert_eq!(
+            f.emit(
+                "events/x",
+                PLATE_SCHEMA,
+                "cam",
+                "lane",
+                at,
+                serde_json::json!({"plate": "X2"})
+            )
+            .unwrap(),
+            2
+        );
+        drop(f);
+        let mut ob = Outbox::open(OutboxOptions {
+            dir: dir.path().into(),
+            max_bytes: 1 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 1 << 20,
+        })
+        .unwrap();
+        let r = ob.next_unsent().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
         assert_eq!(v["ts"], "2026-11-24T10:00:00.500Z");
         assert_eq!(v["plate"], "X1");
         assert_eq!(v["seq"], 1);
-        assert_eq!(e.event_id.get_version_num(), 7);
+        assert!(
+            v.get("replayed").is_none(),
+            "live events carry no replayed field"
+        );
+        let id: Uuid = serde_json::from_value(v["event_id"].clone()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
     }
 }

@@ -31,6 +31,9 @@ enum Command {
     /// Measure accuracy and speed on labelled data.
     #[command(subcommand)]
     Eval(cmds::eval::EvalCmd),
+    /// Measurements that need the whole product running.
+    #[command(subcommand)]
+    Bench(cmds::bench::BenchCmd),
     /// The embedded demo input.
     #[command(subcommand)]
     Demo(cmds::demo::DemoCmd),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Models(c) => cmds::models::run(c),
         Command::Eval(c) => cmds::eval::run(c),
         Command::Demo(c) => cmds::demo::run(c),
+        Command::Bench(c) => cmds::bench::run(c),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::delivery::EventSender;
 use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
 use crate::plate::reader::PlateReader;
 use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
@@ -32,7 +31,6 @@ pub struct PipelineParts {
     pub reader: Arc<Mutex<PlateReader>>,
     pub tracker: TrackerOptions,
     pub events: Arc<EventFactory>,
-    pub sender: EventSender,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -110,21 +108,18 @@ fn emit(
             frames: pass.frames,
             first_seen: format_ts(first_seen.min(at)),
         };
-        let event = match p
+        match p
             .events
-            .envelope(PLATE_SCHEMA, &p.camera, &p.lane, at, body)
+            .emit("events/plate", PLATE_SCHEMA, &p.camera, &p.lane, at, body)
         {
-            Ok(e) => e,
+            Ok(seq) => {
+                p.stats.passages.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(camera = %p.camera, plate = %pass.plate, seq, frames = pass.frames, "plate passage");
+            }
             Err(e) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(camera = %p.camera, error = %e, "cannot reserve an event number (state directory); event not produced");
-                continue;
+                tracing::error!(camera = %p.camera, plate = %pass.plate, error = %e, "plate event not stored (counted in status)");
             }
-        };
-        p.stats.passages.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(camera = %p.camera, plate = %pass.plate, seq = event.seq, frames = pass.frames, "plate passage");
-        if let Err(e) = p.sender.send_blocking("events/plate", &event) {
-            tracing::error!(camera = %p.camera, seq = event.seq, error = %e, "event not delivered");
         }
     }
 }

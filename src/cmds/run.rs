@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::delivery::{MqttLink, StatusFn};
-use crate::event::{format_ts, EventFactory, SeqCounter};
+use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
+use crate::event::{format_ts, EventFactory};
 use crate::models;
 use crate::pipeline::{self, PipelineParts, PipelineStats};
 use crate::plate::grammar::Region;
@@ -57,9 +57,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
     tracing::info!(set = cfg.models.set.as_str(), dir = %model_dir.display(), "models loaded");
     let reader = Arc::new(Mutex::new(reader));
-    let seq = SeqCounter::open(&cfg.state_dir)?;
-    tracing::info!(last_seq = seq.last(), state_dir = %cfg.state_dir.display(), "event sequence resumed");
-    let events = Arc::new(EventFactory::new(cfg.site.clone(), cfg.device.clone(), seq));
+    let outbox_opts = cfg.outbox_options();
+    let outbox = Outbox::open(outbox_opts.clone())
+        .with_context(|| format!("cannot open the outbox in {}", outbox_opts.dir.display()))?;
+    tracing::info!(
+        last_seq = outbox.last_seq(),
+        undelivered = outbox.recovered(),
+        dir = %outbox_opts.dir.display(),
+        "outbox opened; undelivered events are sent first"
+    );
+    let delivery = Delivery::new(outbox);
+    let events = Arc::new(EventFactory::new(
+        cfg.site.clone(),
+        cfg.device.clone(),
+        delivery.clone(),
+    ));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -79,7 +91,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .map(|c| (c.id.clone(), Arc::new(PipelineStats::default())))
         .collect();
     let status: StatusFn = {
-        let (health, started_at) = (health.clone(), format_ts(chrono::Utc::now()));
+        let (health, started_at, delivery) = (
+            health.clone(),
+            format_ts(chrono::Utc::now()),
+            delivery.clone(),
+        );
         Arc::new(move || {
             let cams: serde_json::Map<String, serde_json::Value> = health
                 .iter()
@@ -91,10 +107,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 "started_at": started_at,
                 "uptime_s": started.elapsed().as_secs(),
                 "cameras": cams,
+                "outbox": delivery.status_fields(),
             })
         })
     };
-    let (link, sender) = MqttLink::start(&cfg, status, Duration::from_secs(30));
+    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(30));
 
     let mut camera_threads = Vec::new();
     let mut pipeline_threads = Vec::new();
@@ -134,11 +151,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 min_iou: 0.2,
             },
             events: events.clone(),
-            sender: sender.clone(),
             stats: stats[&cam.id].clone(),
         })?);
     }
-    drop(sender);
     tracing::info!(cameras = cameras.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -173,7 +188,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             let _ = t.join();
         }
     }
-    let unacked = rt.block_on(link.shutdown(Duration::from_secs(15)));
+    let undelivered = rt.block_on(link.shutdown(Duration::from_secs(15)));
     let passages: u64 = stats
         .values()
         .map(|s| s.passages.load(Ordering::Relaxed))
@@ -182,13 +197,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .values()
         .map(|s| s.frames.load(Ordering::Relaxed))
         .sum();
-    tracing::info!(frames, passages, unacked, "gatewatch stopped");
-    if unacked > 0 {
-        tracing::error!(
-            unacked,
-            "some messages were not acknowledged by the broker before shutdown"
+    tracing::info!(frames, passages, undelivered, "gatewatch stopped");
+    if undelivered > 0 {
+        tracing::warn!(
+            undelivered,
+            "events not yet acknowledged stay in the outbox and are sent after the next start"
         );
-        return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -283,12 +283,17 @@ fn suppress_small_text_near_plates(reads: Vec<PlateRead>) -> Vec<PlateRead> {
                 || !reads.iter().any(|o| {
                     let (cx, cy) = (r.bbox.x + r.bbox.w / 2.0, r.bbox.y + r.bbox.h / 2.0);
                     let (ox, oy) = (o.bbox.x + o.bbox.w / 2.0, o.bbox.y + o.bbox.h / 2.0);
-                    let near = (cx - ox).abs() < o.bbox.w.max(r.bbox.w) && (cy - oy).abs() < 3.0 * o.bbox.h;
+                    let near = (cx - ox).abs() < o.bbox.w.max(r.bbox.w)
+                        && (cy - oy).abs() < 3.0 * o.bbox.h;
                     near && o.bbox.h > 1.25 * r.bbox.h
                 })
         })
         .collect();
-    reads.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect()
+    reads
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
 }
 
 /// Whether `lower` sits right under `upper` like the second row of a two-line plate.
@@ -333,7 +338,12 @@ mod tests {
             raw: plate.into(),
             region,
             confidence: 0.9,
-            bbox: BBox { x: 100.0, y, w: 120.0, h },
+            bbox: BBox {
+                x: 100.0,
+                y,
+                w: 120.0,
+                h,
+            },
         }
     }
 
@@ -341,12 +351,21 @@ mod tests {
     fn small_generic_text_next_to_a_taller_plate_is_dropped() {
         let plate = read("ABC1234", Region::Generic, 100.0, 40.0);
         let sticker = read("20140430", Region::Generic, 150.0, 12.0);
-        let far = BBox { x: 900.0, ..sticker.bbox };
-        let other_car = PlateRead { bbox: far, ..sticker.clone() };
+        let far = BBox {
+            x: 900.0,
+            ..sticker.bbox
+        };
+        let other_car = PlateRead {
+            bbox: far,
+            ..sticker.clone()
+        };
         let vn = read("51A12345", Region::Vn, 150.0, 12.0);
         let kept = suppress_small_text_near_plates(vec![sticker, plate, other_car, vn]);
         let plates: Vec<_> = kept.iter().map(|r| (r.plate.as_str(), r.bbox.x)).collect();
-        assert_eq!(plates, [("ABC1234", 100.0), ("20140430", 900.0), ("51A12345", 100.0)]);
+        assert_eq!(
+            plates,
+            [("ABC1234", 100.0), ("20140430", 900.0), ("51A12345", 100.0)]
+        );
     }
 
     #[test]

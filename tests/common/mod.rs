@@ -14,6 +14,7 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persistent: bool,
 }
 
 /// A free TCP port on loopback.
@@ -39,11 +40,21 @@ pub fn wait_listening(port: u16, timeout: Duration) -> bool {
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_with(false)
+    }
+
+    /// A broker that keeps sessions and queued messages across its own restarts.
+    pub fn start_persistent() -> Broker {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let mut b = Broker {
             port: free_port(),
             dir,
             child: None,
+            persistent,
         };
         b.restart();
         b
@@ -53,14 +64,19 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
+        let persistence = if self.persistent {
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
-            ),
-        )
-        .unwrap();
+                "persistence true\npersistence_location {}/\nuser root\n",
+                self.dir.path().display()
+            )
+        } else {
+            "persistence false\n".to_owned()
+        };
+        let text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}",
+            self.port
+        );
+        std::fs::write(&conf, text).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -84,8 +100,16 @@ impl Broker {
         );
     }
 
+    /// Stops the broker the way an operator would (SIGTERM: it saves its state first).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -114,12 +138,21 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
-        let mut opts = rumqttc::MqttOptions::new(
-            format!("test-sub-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("test-sub-{}-{n}", std::process::id());
+        Self::start_with(port, filter, &id, true)
+    }
+
+    /// A subscriber with a persistent session: the broker queues its QoS 1 messages while it is away.
+    pub fn start_persistent(port: u16, filter: &str, id: &str) -> Subscriber {
+        Self::start_with(port, filter, id, false)
+    }
+
+    fn start_with(port: u16, filter: &str, id: &str, clean: bool) -> Subscriber {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_clean_session(clean);
         let (client, mut conn) = rumqttc::Client::new(opts, 100);
         client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -144,7 +177,7 @@ impl Subscriber {
                         });
                     }
                     Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
             }
         });
@@ -187,6 +220,20 @@ impl Drop for Subscriber {
 /// The gatewatch binary under test.
 pub fn gatewatch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+}
+
+/// Seqs of the plate events received, sorted, with the number of duplicates.
+pub fn seqs(msgs: &[Message]) -> (Vec<u64>, usize) {
+    let mut v: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("/events/plate"))
+        .filter_map(|m| m.payload["seq"].as_u64())
+        .collect();
+    v.sort();
+    let n = v.len();
+    v.dedup();
+    let dups = n - v.len();
+    (v, dups)
 }
 
 /// Writes a config for one camera; `extra_camera` lines go into the camera table.

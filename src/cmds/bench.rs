@@ -1,0 +1,123 @@
+//! `gatewatch bench`: measurements that need the whole product running.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
+use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
+
+/// `gatewatch bench …`
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// Push synthetic plate events through the outbox and the broker link (the path `run` uses),
+    /// wait until they are delivered, and print one JSON line of figures.
+    Delivery {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Number of events.
+        #[arg(long, default_value_t = 1000)]
+        events: u64,
+        /// Events per second; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Give up waiting for delivery after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_s: u64,
+    },
+}
+
+pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
+    let BenchCmd::Delivery {
+        config,
+        events: n,
+        rate,
+        wait_s,
+    } = cmd;
+    let cfg = Config::load(config)?;
+    let outbox = Outbox::open(cfg.outbox_options()).context("cannot open the outbox")?;
+    let recovered = outbox.recovered();
+    let delivery = Delivery::new(outbox);
+    let factory = EventFactory::new(cfg.site.clone(), cfg.device.clone(), delivery.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let _guard = rt.enter();
+    let status: StatusFn = {
+        let d = delivery.clone();
+        Arc::new(move || {
+            serde_json::json!({"state": "online", "version": env!("CARGO_PKG_VERSION"), "started_at": format_ts(chrono::Utc::now()),
+                "uptime_s": 0, "cameras": {}, "outbox": d.status_fields()})
+        })
+    };
+    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(1));
+    let start = Instant::now();
+    let mut append_us = Vec::with_capacity(*n as usize);
+    let mut rejected = 0u64;
+    for i in 0..*n {
+        if *rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let body = PlateEvent {
+            plate: format!("BENCH{i:05}"),
+            plate_raw: format!("BENCH-{i:05}"),
+            region: "generic".into(),
+            confidence: 0.9,
+            bbox: [100, 200, 120, 30],
+            frames: 3,
+            first_seen: format_ts(chrono::Utc::now()),
+        };
+        let t0 = Instant::now();
+        if factory
+            .emit(
+                "events/plate",
+                PLATE_SCHEMA,
+                "synthetic",
+                "bench",
+                chrono::Utc::now(),
+                body,
+            )
+            .is_err()
+        {
+            rejected += 1;
+        }
+        append_us.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let produced_s = start.elapsed().as_secs_f64();
+    let stats = delivery.outbox_stats();
+    let deadline = Instant::now() + Duration::from_secs(*wait_s);
+    while stats.depth.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let delivered_s = start.elapsed().as_secs_f64();
+    let left = rt.block_on(link.shutdown(Duration::from_secs(5)));
+    append_us.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        append_us
+            .get(((append_us.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let summary = serde_json::json!({
+        "events": n,
+        "recovered_at_start": recovered,
+        "rejected": rejected,
+        "dropped_total": stats.dropped.load(Ordering::Relaxed),
+        "undelivered": left,
+        "produce_s": (produced_s * 1000.0).round() / 1000.0,
+        "deliver_s": (delivered_s * 1000.0).round() / 1000.0,
+        "events_per_s": (*n as f64 / delivered_s).round(),
+        "append_p50_us": pct(0.5).round(),
+        "append_p99_us": pct(0.99).round(),
+    });
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}

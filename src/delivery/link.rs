@@ -1,0 +1,361 @@
+//! The broker link: drains the outbox to the broker at QoS 1 and acknowledges records on PUBACK.
+//!
+//! One forwarder task is the only thing that publishes (events and status), and it notes each
+//! publish in a FIFO before handing it to rumqttc. MQTT 3.1.1 (§4.6) has the broker acknowledge
+//! QoS 1 publishes in the order it received them, and rumqttc resends unacknowledged publishes
+//! oldest first after a reconnect, so each PUBACK belongs to the FIFO's front entry.
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use super::outbox::{AppendError, Outbox, OutboxStats};
+use crate::config::Config;
+
+/// Produces the current status JSON (state `online`).
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Counters of the broker link.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// QoS 1 messages handed to the client.
+    pub published: AtomicU64,
+    /// Of those, acknowledged by the broker.
+    pub acked: AtomicU64,
+    pub connected: AtomicBool,
+    pub connections: AtomicU64,
+}
+
+/// Where producers put events: the outbox plus a wake-up for the forwarder. Cheap to share.
+pub struct Delivery {
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+    link: Arc<LinkStats>,
+    outbox_stats: Arc<OutboxStats>,
+}
+
+impl Delivery {
+    pub fn new(outbox: Outbox) -> Arc<Delivery> {
+        let outbox_stats = outbox.stats();
+        Arc::new(Delivery {
+            outbox: Mutex::new(outbox),
+            wake: Notify::new(),
+            link: Arc::new(LinkStats::default()),
+            outbox_stats,
+        })
+    }
+
+    /// Stores an event durably (the outbox assigns its seq and `build` makes the payload from it);
+    /// from then on it counts as produced and will reach the broker.
+    pub fn emit(
+        &self,
+        topic_suffix: &str,
+        build: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<u64, AppendError> {
+        let catch_up = !self.link.connected.load(Ordering::Relaxed);
+        let seq = self
+            .outbox
+            .lock()
+            .expect("outbox lock")
+            .append(topic_suffix, catch_up, build)?;
+        self.wake.notify_one();
+        Ok(seq)
+    }
+
+    /// Outbox counters.
+    pub fn outbox_stats(&self) -> Arc<OutboxStats> {
+        self.outbox_stats.clone()
+    }
+
+    /// Link counters.
+    pub fn link_stats(&self) -> Arc<LinkStats> {
+        self.link.clone()
+    }
+
+    /// The status JSON fields that describe delivery.
+    pub fn status_fields(&self) -> serde_json::Value {
+        let o = &self.outbox_stats;
+        serde_json::json!({
+            "depth": o.depth.load(Ordering::Relaxed),
+            "bytes": o.bytes.load(Ordering::Relaxed),
+            "dropped": o.dropped.load(Ordering::Relaxed),
+            "last_seq": o.last_seq.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Builds the client options from the config, including the retained `offline` last will.
+pub fn mqtt_options(cfg: &Config) -> MqttOptions {
+    let mut o = MqttOptions::new(cfg.client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
+    o.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
+    o.set_last_will(LastWill::new(
+        format!("{}/status", cfg.topic_prefix()),
+        serde_json::to_vec(&serde_json::json!({"state": "offline"})).expect("static json"),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(user) = &cfg.mqtt.username {
+        o.set_credentials(user.clone(), cfg.mqtt.password.clone().unwrap_or_default());
+    }
+    o
+}
+
+/// What the forwarder is asked to do besides draining the outbox.
+enum Control {
+    Status(serde_json::Value),
+    Stop,
+}
+
+/// The running broker link.
+pub struct MqttLink {
+    client: AsyncClient,
+    delivery: Arc<Delivery>,
+    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
+    control: mpsc::UnboundedSender<Control>,
+    forwarder: JoinHandle<()>,
+    poller: JoinHandle<()>,
+    status_task: JoinHandle<()>,
+}
+
+impl MqttLink {
+    /// Starts the link (connecting in the background, retrying with backoff). Must be called
+    /// inside a Tokio runtime.
+    pub fn start(
+        cfg: &Config,
+        delivery: Arc<Delivery>,
+        status: StatusFn,
+        status_every: Duration,
+    ) -> MqttLink {
+        let (client, eventloop) = AsyncClient::new(mqtt_options(cfg), 64);
+        let prefix = cfg.topic_prefix();
+        let fifo = Arc::new(Mutex::new(VecDeque::new()));
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(poll(
+            eventloop,
+            delivery.clone(),
+            fifo.clone(),
+            control.clone(),
+            status.clone(),
+        ));
+        let forwarder = tokio::spawn(forward(
+            client.clone(),
+            prefix,
+            delivery.clone(),
+            fifo.clone(),
+            control_rx,
+        ));
+        let status_task = {
+            let (control, link) = (control.clone(), delivery.link.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(status_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if link.connected.load(Ordering::Relaxed)
+                        && control.send(Control::Status(status())).is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        MqttLink {
+            client,
+            delivery,
+            fifo,
+            control,
+            forwarder,
+            poller,
+            status_task,
+        }
+    }
+
+    /// Hands over what is stored, publishes the retained `offline` status, waits up to `timeout`
+    /// for the broker to acknowledge everything and disconnects. Returns how many events stay in
+    /// the outbox; they are delivered after the next start.
+    pub async fn shutdown(self, timeout: Duration) -> u64 {
+        self.status_task.abort();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _ = self.control.send(Control::Status(
+            serde_json::json!({"state": "offline", "reason": "shutdown"}),
+        ));
+        let _ = self.control.send(Control::Stop);
+        let _ = tokio::time::timeout_at(deadline, self.forwarder).await;
+        while !self.fifo.lock().expect("fifo").is_empty() && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = {
+            let mut ob = self.delivery.outbox.lock().expect("outbox lock");
+            if let Err(e) = ob.checkpoint() {
+                tracing::error!(error = %format!("{e:#}"), "outbox checkpoint failed");
+            }
+            self.delivery.outbox_stats.depth.load(Ordering::Relaxed)
+        };
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.poller).await;
+        left
+    }
+}
+
+/// Adds `"replayed": true` to a JSON object payload.
+fn mark_replayed(mut payload: Vec<u8>) -> Vec<u8> {
+    if payload.last() == Some(&b'}') {
+        payload.pop();
+        payload.extend_from_slice(b",\"replayed\":true}");
+    }
+    payload
+}
+
+async fn forward(
+    client: AsyncClient,
+    prefix: String,
+    delivery: Arc<Delivery>,
+    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let publish = |topic: String, payload: Vec<u8>, retain: bool, seq: Option<u64>| {
+        let (client, fifo, link) = (client.clone(), fifo.clone(), delivery.link.clone());
+        async move {
+            // Noted before the hand-over, so its PUBACK cannot arrive first.
+            fifo.lock().expect("fifo").push_back(seq);
+            link.published.fetch_add(1, Ordering::Relaxed);
+            if client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .is_err()
+            {
+                fifo.lock().expect("fifo").pop_back();
+                return false;
+            }
+            true
+        }
+    };
+    let mut stopping = false;
+    loop {
+        loop {
+            let next = delivery.outbox.lock().expect("outbox lock").next_unsent();
+            let Some(r) = next else { break };
+            let payload = if r.catch_up {
+                mark_replayed(r.payload)
+            } else {
+                r.payload
+            };
+            if !publish(
+                format!("{prefix}/{}", r.topic_suffix),
+                payload,
+                false,
+                Some(r.seq),
+            )
+            .await
+            {
+                tracing::error!("MQTT client closed; events stay in the outbox");
+                return;
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = delivery.wake.notified() => {}
+            c = control.recv() => match c {
+                Some(Control::Status(v)) => {
+                    let payload = serde_json::to_vec(&v).expect("json");
+                    if !publish(format!("{prefix}/status"), payload, true, None).await {
+                        return;
+                    }
+                }
+                Some(Control::Stop) | None => stopping = true,
+            },
+        }
+    }
+}
+
+async fn poll(
+    mut eventloop: EventLoop,
+    delivery: Arc<Delivery>,
+    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
+    control: mpsc::UnboundedSender<Control>,
+    status: StatusFn,
+) {
+    let link = delivery.link.clone();
+    let mut backoff = Duration::from_millis(500);
+    let mut last_checkpoint = Instant::now();
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(500);
+                link.connected.store(true, Ordering::Relaxed);
+                link.connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(code = ?ack.code, "connected to MQTT broker");
+                let _ = control.send(Control::Status(status()));
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                link.acked.fetch_add(1, Ordering::Relaxed);
+                let front = fifo.lock().expect("fifo").pop_front();
+                if let Some(Some(seq)) = front {
+                    let mut ob = delivery.outbox.lock().expect("outbox lock");
+                    ob.acknowledge(seq);
+                    if last_checkpoint.elapsed() >= Duration::from_millis(50) {
+                        if let Err(e) = ob.checkpoint() {
+                            tracing::error!(error = %format!("{e:#}"), "outbox checkpoint failed");
+                        }
+                        last_checkpoint = Instant::now();
+                    }
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                link.connected.store(false, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if link.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "MQTT connection lost; events are kept in the outbox");
+                } else {
+                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs_f64(), "MQTT broker unreachable");
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// `d` scaled by a random factor in [0.75, 1.25), so that many boxes that lost the same uplink do
+/// not all reconnect at the same instant.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    // Scramble the clock's low bits (splitmix64 finaliser) into a factor.
+    let mut z = u64::from(nanos).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let unit = ((z ^ (z >> 31)) % 10_000) as f64 / 10_000.0;
+    d.mul_f64(0.75 + 0.5 * unit)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for _ in 0..100 {
+            let j = super::jitter(std::time::Duration::from_secs(4)).as_secs_f64();
+            assert!((3.0..5.0).contains(&j), "{j}");
+        }
+    }
+
+    use super::*;
+
+    #[test]
+    fn replayed_flag_is_added_to_the_object() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&mark_replayed(br#"{"seq":1}"#.to_vec())).unwrap();
+        assert_eq!(v, serde_json::json!({"seq": 1, "replayed": true}));
+    }
+}

@@ -1,0 +1,197 @@
+//! Delivery under faults, on a real Mosquitto: broker outage, gatewatch killed with SIGKILL, and a
+//! full outbox. Events come from `gatewatch bench delivery`, which drives the same event factory,
+//! outbox and broker link as `run`.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn bench_config(dir: &std::path::Path, port: u16, outbox: &str) -> std::path::PathBuf {
+    let cfg = write_config(dir, port, "folder:/nonexistent", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[plates]", &format!("{outbox}\n[plates]"));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn bench(cfg: &std::path::Path, events: u64, rate: f64) -> Child {
+    gatewatch()
+        .args([
+            "bench",
+            "delivery",
+            "--events",
+            &events.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--wait-s",
+            "60",
+            "--config",
+        ])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn summary(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn broker_outage_loses_nothing() {
+    let mut broker = Broker::start_persistent();
+    let sub =
+        Subscriber::start_persistent(broker.port, "gatewatch/test/box1/events/#", "outage-sub");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bench_config(dir.path(), broker.port, "");
+    let n = 300;
+    let child = bench(&cfg, n, 20.0); // 15 s of events
+    std::thread::sleep(Duration::from_secs(2));
+    broker.stop();
+    let outage = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    broker.restart();
+    println!("outage: {:.1} s", outage.elapsed().as_secs_f64());
+    let s = summary(child);
+    assert_eq!(s["undelivered"], 0, "{s}");
+    let complete = sub.wait_until(Duration::from_secs(30), |m| seqs(m).0.len() as u64 == n);
+    let msgs = sub.messages.lock().unwrap().clone();
+    let (got, dups) = seqs(&msgs);
+    println!(
+        "outage: received {} distinct of {n}, {dups} duplicates",
+        got.len()
+    );
+    assert!(
+        complete,
+        "missing seqs: {:?}",
+        (1..=n).filter(|s| !got.contains(s)).collect::<Vec<_>>()
+    );
+    assert_eq!(got, (1..=n).collect::<Vec<_>>());
+    let replayed = msgs
+        .iter()
+        .filter(|m| m.payload["replayed"] == true)
+        .count();
+    assert!(
+        replayed > 0,
+        "events produced during the outage are marked replayed"
+    );
+    for m in msgs.iter().take(5) {
+        assert_valid("plate.v1.json", &m.payload);
+    }
+    assert_valid(
+        "plate.v1.json",
+        &msgs
+            .iter()
+            .find(|m| m.payload["replayed"] == true)
+            .unwrap()
+            .payload,
+    );
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_and_seq_continues() {
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/test/box1/events/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bench_config(dir.path(), broker.port, "");
+    let mut first = bench(&cfg, 1000, 200.0);
+    // Some events are delivered, then the uplink goes and a backlog builds up in the outbox,
+    // then the process is killed without any chance to clean up.
+    std::thread::sleep(Duration::from_millis(700));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    broker.restart();
+    // The first subscriber lost its subscription with the broker; a second one takes over.
+    let sub2 = Subscriber::start(broker.port, "gatewatch/test/box1/events/#");
+    let s = summary(bench(&cfg, 100, 0.0));
+    let recovered = s["recovered_at_start"].as_u64().unwrap();
+    assert_eq!(s["undelivered"], 0, "{s}");
+    assert!(recovered > 0, "the backlog was on disk: {s}");
+    let before = sub.messages.lock().unwrap().clone();
+    let msgs = sub2.messages.lock().unwrap().clone();
+    let all: Vec<Message> = before.iter().chain(&msgs).cloned().collect();
+    let (got, dups) = seqs(&all);
+    let max = *got.last().unwrap();
+    println!("kill -9: {recovered} events recovered from the outbox and delivered after restart; {} distinct seqs up to {max}, {dups} duplicates", got.len());
+    assert_eq!(
+        got,
+        (1..=max).collect::<Vec<_>>(),
+        "no seq missing, none reused"
+    );
+    let first_seen = seqs(&msgs).0[0];
+    assert_eq!(
+        max - first_seen + 1,
+        recovered + 100,
+        "backlog + new events after the restart"
+    );
+    let last = msgs.iter().find(|m| m.payload["seq"] == max).unwrap();
+    assert_eq!(
+        last.payload["plate"], "BENCH00099",
+        "the new run continues the sequence"
+    );
+    assert!(msgs
+        .iter()
+        .filter(|m| m.payload["seq"].as_u64().unwrap() < first_seen + recovered)
+        .all(|m| m.payload["replayed"] == true));
+}
+
+#[test]
+fn full_outbox_applies_the_policy_counts_the_loss_and_shows_it_in_status() {
+    for policy in ["drop_oldest", "reject_new"] {
+        let mut broker = Broker::start();
+        broker.stop(); // the broker is down while events pile up
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = bench_config(
+            dir.path(),
+            broker.port,
+            &format!("[outbox]\nmax_bytes = 65536\npolicy = \"{policy}\""),
+        );
+        let child = bench(&cfg, 500, 0.0);
+        std::thread::sleep(Duration::from_secs(3));
+        broker.restart();
+        let sub = Subscriber::start(broker.port, "gatewatch/#");
+        let s = summary(child);
+        let dropped = s["dropped_total"].as_u64().unwrap();
+        assert!(dropped > 0, "{policy}: {s}");
+        assert!(sub.wait_until(Duration::from_secs(20), |m| {
+            m.iter().any(|m| {
+                m.topic.ends_with("/status")
+                    && m.payload["outbox"]["dropped"].as_u64() == Some(dropped)
+            })
+        }));
+        let msgs = sub.messages.lock().unwrap().clone();
+        let (got, _) = seqs(&msgs);
+        println!(
+            "{policy}: {} delivered, {dropped} dropped of 500",
+            got.len()
+        );
+        assert_eq!(
+            got.len() as u64 + dropped,
+            500,
+            "{policy}: every event is delivered or counted"
+        );
+        match policy {
+            // The newest are kept: the last event made it.
+            "drop_oldest" => assert!(msgs.iter().any(|m| m.payload["plate"] == "BENCH00499")),
+            // The oldest are kept, gap-free from 1.
+            _ => assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>()),
+        }
+        for m in msgs.iter().filter(|m| m.topic.ends_with("/status")) {
+            assert_valid("status.v1.json", &m.payload);
+        }
+    }
+}
