@@ -15,9 +15,11 @@ demo: build
 	bash scripts/demo.sh
 
 # Tests run in the release profile so the real models run at product speed; the binary under test
-# is the one `build` made.
+# is the one `build` made. The benches run once each in test mode first (a smoke test), the test
+# suite last.
 test: build
-	$(CARGO) test --release --locked --all-targets -- --test-threads=2
+	$(CARGO) test --release --locked --benches
+	$(CARGO) test --release --locked --lib --bins --tests -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check
