@@ -19,7 +19,7 @@ pub struct Config {
     pub site: String,
     /// This box's name, unique within the site.
     pub device: String,
-    /// Directory for state that must survive restarts (the event sequence counter).
+    /// Directory for state that must survive restarts (the outbox, which also holds the sequence).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     #[serde(default)]
