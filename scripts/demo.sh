@@ -38,6 +38,7 @@ device = "lane1"
 state_dir = "$WORK/state"
 [mqtt]
 host = "127.0.0.1"
+transport = "tcp"
 port = $PORT
 [plates]
 confirm_frames = 3

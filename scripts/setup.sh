@@ -14,6 +14,7 @@ PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   fonts-dejavu-core fonts-droid-fallback
+  ca-certificates openssl
 )
 
 missing=()

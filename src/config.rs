@@ -83,8 +83,18 @@ impl Default for ModelsConfig {
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
+    /// `tls` (default) or `tcp`: plain TCP only when the config says so.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Defaults to 8883 for TLS, 1883 for TCP.
+    pub port: Option<u16>,
+    /// CA certificates (PEM) that the broker's certificate must chain to; defaults to the system
+    /// bundle `/etc/ssl/certs/ca-certificates.crt`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    pub client_key_file: Option<PathBuf>,
     /// Defaults to `gatewatch-<site>-<device>`.
     pub client_id: Option<String>,
     /// Defaults to `gatewatch/<site>/<device>`.
@@ -93,6 +103,50 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A file holding the password (trailing newline ignored), so it need not be in this file.
+    pub password_file: Option<PathBuf>,
+}
+
+/// How gatewatch reaches the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Tls,
+    Tcp,
+}
+
+/// The system CA bundle, the default trust for TLS.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl MqttConfig {
+    /// The broker port in force.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.transport {
+            Transport::Tls => 8883,
+            Transport::Tcp => 1883,
+        })
+    }
+
+    /// The CA file in force for TLS.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE))
+    }
+
+    /// The password from `password` or `password_file`.
+    pub fn password(&self) -> std::io::Result<Option<String>> {
+        match (&self.password, &self.password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => Ok(Some(
+                std::fs::read_to_string(f)?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The disk-backed outbox every event passes through.
@@ -220,9 +274,6 @@ fn one() -> usize {
 fn yes() -> bool {
     true
 }
-fn default_mqtt_port() -> u16 {
-    1883
-}
 fn default_keep_alive() -> u64 {
     30
 }
@@ -347,8 +398,55 @@ impl Config {
                 "is empty: give the broker's host name or IP address".into(),
             );
         }
-        if self.mqtt.port == 0 {
+        if self.mqtt.port == Some(0) {
             issue("mqtt.port", "0 is not a port: allowed 1 to 65535".into());
+        }
+        let m = &self.mqtt;
+        let readable = |key: &str, path: &Path, what: &str, issue: &mut dyn FnMut(&str, String)| {
+            if let Err(e) = std::fs::File::open(path) {
+                issue(key, format!("cannot read {what} {}: {e}", path.display()));
+            }
+        };
+        if m.transport == Transport::Tls {
+            readable("mqtt.ca_file", &m.ca_file(), "CA file", &mut issue);
+            match (&m.client_cert_file, &m.client_key_file) {
+                (Some(c), Some(k)) => {
+                    readable("mqtt.client_cert_file", c, "client certificate", &mut issue);
+                    readable("mqtt.client_key_file", k, "client key", &mut issue);
+                }
+                (Some(_), None) => issue(
+                    "mqtt.client_key_file",
+                    "is missing: mutual TLS needs both client_cert_file and client_key_file".into(),
+                ),
+                (None, Some(_)) => issue(
+                    "mqtt.client_cert_file",
+                    "is missing: mutual TLS needs both client_cert_file and client_key_file".into(),
+                ),
+                (None, None) => {}
+            }
+        } else {
+            for (key, set) in [
+                ("mqtt.ca_file", m.ca_file.is_some()),
+                ("mqtt.client_cert_file", m.client_cert_file.is_some()),
+                ("mqtt.client_key_file", m.client_key_file.is_some()),
+            ] {
+                if set {
+                    issue(
+                        key,
+                        "is set but mqtt.transport is \"tcp\": set transport = \"tls\" to use it"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if m.password.is_some() && m.password_file.is_some() {
+            issue(
+                "mqtt.password_file",
+                "is set together with mqtt.password: use one of them".into(),
+            );
+        }
+        if let Some(f) = &m.password_file {
+            readable("mqtt.password_file", f, "password file", &mut issue);
         }
         if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
             issue(
@@ -371,7 +469,9 @@ impl Config {
                 );
             }
         }
-        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
+        if (self.mqtt.password.is_some() || self.mqtt.password_file.is_some())
+            && self.mqtt.username.is_none()
+        {
             issue("mqtt.password", "is set without mqtt.username".into());
         }
         if self.outbox.max_bytes < 64 * 1024 {
@@ -509,7 +609,12 @@ url = "rtsp://10.0.0.5/stream1"
     fn minimal_config_gets_defaults() {
         let c = Config::from_toml(MINIMAL, Path::new("t.toml")).unwrap();
         assert_eq!(c.topic_prefix(), "gatewatch/mongcai/lane1");
-        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(
+            c.mqtt.transport,
+            Transport::Tls,
+            "TLS unless the config says tcp"
+        );
+        assert_eq!(c.mqtt.port(), 8883);
         assert_eq!(c.models.set, ModelSet::Default);
         assert_eq!(c.cameras[0].handoff, Handoff::Newest);
         assert_eq!(c.runtime.threads, 1);

@@ -26,6 +26,10 @@ fn check_accepts_the_example_config_and_prints_it_resolved() {
         "{stdout}"
     );
     assert!(stdout.contains("[[camera]]"), "{stdout}");
+    assert!(
+        stdout.contains("broker:       tls://127.0.0.1:8883"),
+        "TLS unless configured otherwise: {stdout}"
+    );
 }
 
 #[test]
@@ -39,6 +43,10 @@ device = "box"
 [mqtt]
 host = ""
 port = 1883
+client_cert_file = "/etc/hostname"
+username = "u"
+password = "p"
+password_file = "/nonexistent/password"
 [models]
 set = "default"
 [plates]

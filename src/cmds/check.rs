@@ -30,6 +30,15 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
     );
     println!("# topic prefix: {}", cfg.topic_prefix());
     println!("# client id:    {}", cfg.client_id());
+    println!(
+        "# broker:       {}://{}:{}",
+        match cfg.mqtt.transport {
+            crate::config::Transport::Tls => "tls",
+            crate::config::Transport::Tcp => "tcp",
+        },
+        cfg.mqtt.host,
+        cfg.mqtt.port()
+    );
     let dir = models::model_dir(cfg.models.dir.as_deref());
     println!("# model dir:    {}", dir.display());
     print!("{}", toml::to_string_pretty(&cfg)?);

@@ -111,7 +111,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             })
         })
     };
-    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(30));
+    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(30))?;
 
     let mut camera_threads = Vec::new();
     let mut pipeline_threads = Vec::new();

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::outbox::{AppendError, Outbox, OutboxStats};
-use crate::config::Config;
+use crate::config::{Config, Transport};
 
 /// Produces the current status JSON (state `online`).
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -88,9 +88,32 @@ impl Delivery {
     }
 }
 
-/// Builds the client options from the config, including the retained `offline` last will.
-pub fn mqtt_options(cfg: &Config) -> MqttOptions {
-    let mut o = MqttOptions::new(cfg.client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
+/// Builds the client options from the config: transport (TLS with CA and optional client
+/// certificate, or plain TCP when configured), credentials, and the retained `offline` last will.
+pub fn mqtt_options(cfg: &Config) -> anyhow::Result<MqttOptions> {
+    use anyhow::Context;
+    let m = &cfg.mqtt;
+    let mut o = MqttOptions::new(cfg.client_id(), m.host.clone(), m.port());
+    if m.transport == Transport::Tls {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+        };
+        let ca = read(&m.ca_file(), "mqtt.ca_file")?;
+        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+            (Some(c), Some(k)) => Some((
+                read(c, "mqtt.client_cert_file")?,
+                read(k, "mqtt.client_key_file")?,
+            )),
+            _ => None,
+        };
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            },
+        ));
+    }
     o.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
     o.set_last_will(LastWill::new(
         format!("{}/status", cfg.topic_prefix()),
@@ -98,10 +121,11 @@ pub fn mqtt_options(cfg: &Config) -> MqttOptions {
         QoS::AtLeastOnce,
         true,
     ));
-    if let Some(user) = &cfg.mqtt.username {
-        o.set_credentials(user.clone(), cfg.mqtt.password.clone().unwrap_or_default());
+    if let Some(user) = &m.username {
+        let password = m.password().context("cannot read mqtt.password_file")?;
+        o.set_credentials(user.clone(), password.unwrap_or_default());
     }
-    o
+    Ok(o)
 }
 
 /// What the forwarder is asked to do besides draining the outbox.
@@ -129,8 +153,8 @@ impl MqttLink {
         delivery: Arc<Delivery>,
         status: StatusFn,
         status_every: Duration,
-    ) -> MqttLink {
-        let (client, eventloop) = AsyncClient::new(mqtt_options(cfg), 64);
+    ) -> anyhow::Result<MqttLink> {
+        let (client, eventloop) = AsyncClient::new(mqtt_options(cfg)?, 64);
         let prefix = cfg.topic_prefix();
         let fifo = Arc::new(Mutex::new(VecDeque::new()));
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -163,7 +187,7 @@ impl MqttLink {
                 }
             })
         };
-        MqttLink {
+        Ok(MqttLink {
             client,
             delivery,
             fifo,
@@ -171,7 +195,7 @@ impl MqttLink {
             forwarder,
             poller,
             status_task,
-        }
+        })
     }
 
     /// Hands over what is stored, publishes the retained `offline` status, waits up to `timeout`

@@ -15,6 +15,8 @@ pub struct Broker {
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistent: bool,
+    /// Extra configuration lines (more listeners, TLS).
+    pub extra_conf: String,
 }
 
 /// A free TCP port on loopback.
@@ -55,6 +57,7 @@ impl Broker {
             dir,
             child: None,
             persistent,
+            extra_conf: String::new(),
         };
         b.restart();
         b
@@ -66,15 +69,17 @@ impl Broker {
         let conf = self.dir.path().join("mosquitto.conf");
         let persistence = if self.persistent {
             format!(
-                "persistence true\npersistence_location {}/\nuser root\n",
+                "persistence true\npersistence_location {}/\n",
                 self.dir.path().display()
             )
         } else {
             "persistence false\n".to_owned()
         };
+        // `user root` keeps the broker able to read the test's files (it drops to its own user
+        // otherwise); per_listener_settings false lets extra listeners share the settings.
         let text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\n{persistence}",
-            self.port
+            "per_listener_settings false\nallow_anonymous true\nuser root\n{persistence}listener {} 127.0.0.1\n{}\n",
+            self.port, self.extra_conf
         );
         std::fs::write(&conf, text).unwrap();
         let child = Command::new("mosquitto")
@@ -247,6 +252,7 @@ device = "box1"
 state_dir = "{state}"
 [mqtt]
 host = "127.0.0.1"
+transport = "tcp"
 port = {port}
 [plates]
 confirm_frames = 3
