@@ -5,6 +5,7 @@
 //! parses arguments and dispatches.
 
 pub mod cmds;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod demo;

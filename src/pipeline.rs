@@ -32,6 +32,8 @@ pub struct PipelineParts {
     pub tracker: TrackerOptions,
     pub events: Arc<EventFactory>,
     pub stats: Arc<PipelineStats>,
+    /// The last frame read, for snapshots.
+    pub latest: Arc<Mutex<Option<opencv::core::Mat>>>,
 }
 
 /// Starts the pipeline thread; it ends when the camera's slot closes, after flushing its tracks.
@@ -86,6 +88,7 @@ fn run(p: PipelineParts) {
             clock_ref,
             frame.captured_at,
         );
+        *p.latest.lock().expect("latest frame lock") = Some(frame.image);
     }
     emit(&p, tracker.flush(), clock_ref, Utc::now());
 }

@@ -121,12 +121,14 @@ fn rtsp_camera_is_read_and_comes_back_after_it_disappears() {
     let url = format!("rtsp://127.0.0.1:{rtsp_port}/lane");
     let cfg = write_config(dir.path(), broker.port, &url, "");
     let log_path = dir.path().join("gatewatch.log");
-    let mut gw = gatewatch()
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&cfg)
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut gw = Running(
+        gatewatch()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     // Live input, newest frame wins: both plates of the clip are read off the stream.
     let ok = sub.wait_until(Duration::from_secs(90), |m| {

@@ -55,7 +55,7 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
                 "uptime_s": 0, "cameras": {}, "outbox": d.status_fields()})
         })
     };
-    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(1))?;
+    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(1), None)?;
     let start = Instant::now();
     let mut append_us = Vec::with_capacity(*n as usize);
     let mut rejected = 0u64;

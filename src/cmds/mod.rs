@@ -6,3 +6,4 @@ pub mod demo;
 pub mod eval;
 pub mod models;
 pub mod run;
+pub mod run_commands;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cmds::run_commands::RunCommands;
 use crate::config::Config;
 use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
 use crate::event::{format_ts, EventFactory};
@@ -111,7 +112,24 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             })
         })
     };
-    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(30))?;
+    let latest: BTreeMap<String, Arc<Mutex<Option<opencv::core::Mat>>>> = cameras
+        .iter()
+        .map(|c| (c.id.clone(), Arc::new(Mutex::new(None))))
+        .collect();
+    let restart = Arc::new(tokio::sync::Notify::new());
+    let commands = RunCommands {
+        status: status.clone(),
+        config_path: args.config.clone(),
+        latest: latest.clone(),
+        restart: restart.clone(),
+    };
+    let link = MqttLink::start(
+        &cfg,
+        delivery.clone(),
+        status,
+        Duration::from_secs(30),
+        Some(Arc::new(commands)),
+    )?;
 
     let mut camera_threads = Vec::new();
     let mut pipeline_threads = Vec::new();
@@ -152,6 +170,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             },
             events: events.clone(),
             stats: stats[&cam.id].clone(),
+            latest: latest[&cam.id].clone(),
         })?);
     }
     tracing::info!(cameras = cameras.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
@@ -169,6 +188,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
             _ = term.recv() => tracing::info!("terminated; shutting down"),
             _ = done_rx => tracing::info!("all cameras ended; shutting down"),
+            _ = restart.notified() => tracing::info!("reload_config: new config is valid; restarting to apply it"),
         }
         anyhow::Ok(())
     })?;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::outbox::{AppendError, Outbox, OutboxStats};
+use crate::commands::{CommandHandler, Reply};
 use crate::config::{Config, Transport};
 
 /// Produces the current status JSON (state `online`).
@@ -94,6 +95,10 @@ pub fn mqtt_options(cfg: &Config) -> anyhow::Result<MqttOptions> {
     use anyhow::Context;
     let m = &cfg.mqtt;
     let mut o = MqttOptions::new(cfg.client_id(), m.host.clone(), m.port());
+    // rumqttc's default limit is 10 KiB both ways: too small for a snapshot reply. Incoming packets
+    // may be up to 1 MiB so that an oversized command (refused above 16 KiB) is read and answered
+    // with an error instead of breaking the connection; only larger ones drop it (logged).
+    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
     if m.transport == Transport::Tls {
         let read = |p: &std::path::Path, what: &str| {
             std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
@@ -131,6 +136,8 @@ pub fn mqtt_options(cfg: &Config) -> anyhow::Result<MqttOptions> {
 /// What the forwarder is asked to do besides draining the outbox.
 enum Control {
     Status(serde_json::Value),
+    /// A command reply (not retained, not from the outbox).
+    Reply(Reply),
     Stop,
 }
 
@@ -153,6 +160,7 @@ impl MqttLink {
         delivery: Arc<Delivery>,
         status: StatusFn,
         status_every: Duration,
+        commands: Option<Arc<dyn CommandHandler>>,
     ) -> anyhow::Result<MqttLink> {
         let (client, eventloop) = AsyncClient::new(mqtt_options(cfg)?, 64);
         let prefix = cfg.topic_prefix();
@@ -160,10 +168,15 @@ impl MqttLink {
         let (control, control_rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(poll(
             eventloop,
-            delivery.clone(),
-            fifo.clone(),
-            control.clone(),
-            status.clone(),
+            PollParts {
+                client: client.clone(),
+                prefix: prefix.clone(),
+                delivery: delivery.clone(),
+                fifo: fifo.clone(),
+                control: control.clone(),
+                status: status.clone(),
+                commands,
+            },
         ));
         let forwarder = tokio::spawn(forward(
             client.clone(),
@@ -293,19 +306,40 @@ async fn forward(
                         return;
                     }
                 }
+                Some(Control::Reply(r)) => {
+                    let payload = serde_json::to_vec(&r.body).expect("json");
+                    if !publish(format!("{prefix}/{}", r.topic_suffix), payload, false, None).await {
+                        return;
+                    }
+                }
                 Some(Control::Stop) | None => stopping = true,
             },
         }
     }
 }
 
-async fn poll(
-    mut eventloop: EventLoop,
+/// What the event-loop task needs besides the event loop.
+struct PollParts {
+    client: AsyncClient,
+    prefix: String,
     delivery: Arc<Delivery>,
     fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
     control: mpsc::UnboundedSender<Control>,
     status: StatusFn,
-) {
+    commands: Option<Arc<dyn CommandHandler>>,
+}
+
+async fn poll(mut eventloop: EventLoop, parts: PollParts) {
+    let PollParts {
+        client,
+        prefix,
+        delivery,
+        fifo,
+        control,
+        status,
+        commands,
+    } = parts;
+    let cmd_prefix = format!("{prefix}/cmd/");
     let link = delivery.link.clone();
     let mut backoff = Duration::from_millis(500);
     let mut last_checkpoint = Instant::now();
@@ -317,6 +351,29 @@ async fn poll(
                 link.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(code = ?ack.code, "connected to MQTT broker");
                 let _ = control.send(Control::Status(status()));
+                if commands.is_some() {
+                    // Subscribing is not a publish: it does not enter the acknowledgement FIFO.
+                    if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce)
+                    {
+                        tracing::error!(error = %e, "cannot subscribe to commands");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let (Some(handler), Some(name)) =
+                    (commands.clone(), p.topic.strip_prefix(&cmd_prefix))
+                else {
+                    continue;
+                };
+                if name.is_empty() || name.contains('/') {
+                    continue;
+                }
+                let (name, control) = (name.to_owned(), control.clone());
+                // Handlers may take a while (a snapshot encodes a JPEG): off the event loop.
+                tokio::task::spawn_blocking(move || {
+                    let reply = crate::commands::dispatch(&name, &p.payload, handler.as_ref());
+                    let _ = control.send(Control::Reply(reply));
+                });
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 link.acked.fetch_add(1, Ordering::Relaxed);

@@ -158,6 +158,8 @@ impl Subscriber {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_clean_session(clean);
+        // Snapshot replies carry a JPEG; allow them.
+        opts.set_max_packet_size(2 << 20, 2 << 20);
         let (client, mut conn) = rumqttc::Client::new(opts, 100);
         client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -308,5 +310,31 @@ pub fn shared_dir(sub: &str) -> Option<PathBuf> {
             p.display()
         );
         None
+    }
+}
+
+/// A child process that is killed when the test ends, also when it panics, so a failed test
+/// never leaves a `gatewatch run` behind holding the test's output pipe open.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }

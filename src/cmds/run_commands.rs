@@ -1,0 +1,125 @@
+//! The hub commands `run` answers: `ping`, `status`, `reload_config`, `snapshot`.
+
+use base64::Engine;
+use opencv::core::{Mat, Size, Vector};
+use opencv::prelude::*;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::commands::CommandHandler;
+use crate::config::{Config, ConfigError};
+use crate::delivery::StatusFn;
+use crate::event::format_ts;
+
+/// Default and largest snapshot size (JPEG bytes).
+const SNAPSHOT_DEFAULT_BYTES: usize = 256 * 1024;
+const SNAPSHOT_MAX_BYTES: usize = 512 * 1024;
+
+/// Commands of a running box.
+pub struct RunCommands {
+    pub status: StatusFn,
+    pub config_path: PathBuf,
+    pub latest: BTreeMap<String, Arc<Mutex<Option<Mat>>>>,
+    /// Notified when a valid `reload_config` asks for a restart.
+    pub restart: Arc<tokio::sync::Notify>,
+}
+
+impl CommandHandler for RunCommands {
+    fn commands(&self) -> &[&'static str] {
+        &["ping", "status", "reload_config", "snapshot"]
+    }
+
+    fn handle(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
+        match name {
+            "ping" => Ok(json!({"pong": format_ts(chrono::Utc::now())})),
+            "status" => Ok((self.status)()),
+            "reload_config" => match Config::load(&self.config_path) {
+                Ok(_) => {
+                    // Settings are read once at start: a clean restart applies the new file without
+                    // losing anything (open tracks are flushed, the outbox keeps what is undelivered)
+                    // and systemd's Restart=always brings the service back.
+                    self.restart.notify_one();
+                    Ok(json!({"valid": true, "restarting": true}))
+                }
+                Err(ConfigError::Invalid { issues, .. }) => Err(format!(
+                    "new config is invalid, keeping the running one: {}",
+                    issues
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+                Err(e) => Err(format!(
+                    "new config is unusable, keeping the running one: {e}"
+                )),
+            },
+            "snapshot" => self.snapshot(req),
+            _ => Err(format!("{name} is not handled")),
+        }
+    }
+}
+
+impl RunCommands {
+    fn snapshot(&self, req: &Map<String, Value>) -> Result<Value, String> {
+        let camera = req
+            .get("camera")
+            .and_then(Value::as_str)
+            .ok_or("snapshot needs \"camera\": the id of a configured camera")?;
+        let slot = self.latest.get(camera).ok_or_else(|| {
+            format!(
+                "unknown camera {camera:?}; cameras: {}",
+                self.latest.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        let limit = req
+            .get("max_bytes")
+            .and_then(Value::as_u64)
+            .map_or(SNAPSHOT_DEFAULT_BYTES, |b| {
+                (b as usize).min(SNAPSHOT_MAX_BYTES)
+            });
+        let frame = slot
+            .lock()
+            .map_err(|_| "frame store poisoned")?
+            .as_ref()
+            .map(|m| m.try_clone())
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("camera {camera:?} has delivered no frame yet"))?;
+        let (jpeg, w, h) = encode_within(&frame, limit)
+            .map_err(|e| format!("cannot encode the snapshot: {e:#}"))?;
+        Ok(json!({
+            "camera": camera,
+            "width": w,
+            "height": h,
+            "content_type": "image/jpeg",
+            "jpeg_b64": base64::engine::general_purpose::STANDARD.encode(&jpeg),
+        }))
+    }
+}
+
+/// JPEG-encodes `frame`, scaling it down until the bytes fit `limit`.
+fn encode_within(frame: &Mat, limit: usize) -> anyhow::Result<(Vec<u8>, i32, i32)> {
+    let mut img = frame.try_clone()?;
+    loop {
+        let mut buf = Vector::<u8>::new();
+        let params = Vector::<i32>::from_slice(&[opencv::imgcodecs::IMWRITE_JPEG_QUALITY, 80]);
+        opencv::imgcodecs::imencode(".jpg", &img, &mut buf, &params)?;
+        if buf.len() <= limit {
+            return Ok((buf.to_vec(), img.cols(), img.rows()));
+        }
+        anyhow::ensure!(img.cols() > 64, "cannot fit a snapshot in {limit} bytes");
+        let mut smaller = Mat::default();
+        let size = Size::new(img.cols() * 7 / 10, img.rows() * 7 / 10);
+        opencv::imgproc::resize(
+            &img,
+            &mut smaller,
+            size,
+            0.0,
+            0.0,
+            opencv::imgproc::INTER_AREA,
+        )?;
+        img = smaller;
+    }
+}

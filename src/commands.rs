@@ -1,0 +1,189 @@
+//! Commands from the hub: `<prefix>/cmd/<name>` with a JSON object carrying an `id`; the reply goes
+//! to `<prefix>/cmd/<name>/reply` as `{"id", "ok", "error"?, "result"?}`.
+//!
+//! [`dispatch`] turns any payload into a reply and never panics: oversized payloads, malformed
+//! JSON, a missing id, unknown commands and handler failures (panics included) all become error
+//! replies, and the process keeps serving.
+
+use serde_json::{json, Map, Value};
+
+/// Payloads larger than this are refused unread.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// Executes commands; implemented by `run` (and by tests).
+pub trait CommandHandler: Send + Sync {
+    /// Names of the commands it knows.
+    fn commands(&self) -> &[&'static str];
+    /// Runs a known command; the error is sent back as `error`.
+    fn handle(&self, name: &str, request: &Map<String, Value>) -> Result<Value, String>;
+}
+
+/// A reply and where it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Below the prefix: `cmd/<name>/reply`.
+    pub topic_suffix: String,
+    pub body: Value,
+}
+
+/// Handles one command message.
+pub fn dispatch(name: &str, payload: &[u8], handler: &dyn CommandHandler) -> Reply {
+    let topic_suffix = format!("cmd/{name}/reply");
+    let fail = |id: Value, error: String| {
+        tracing::warn!(command = %name, id = %id, error = %error, "command refused");
+        Reply {
+            topic_suffix: topic_suffix.clone(),
+            body: json!({"id": id, "ok": false, "error": error}),
+        }
+    };
+    if payload.len() > MAX_COMMAND_BYTES {
+        return fail(
+            Value::Null,
+            format!(
+                "payload of {} bytes exceeds the limit of {MAX_COMMAND_BYTES}",
+                payload.len()
+            ),
+        );
+    }
+    let request: Map<String, Value> = match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(m)) => m,
+        Ok(other) => {
+            return fail(
+                Value::Null,
+                format!("payload must be a JSON object, got {}", kind(&other)),
+            )
+        }
+        Err(e) => return fail(Value::Null, format!("malformed JSON: {e}")),
+    };
+    let id = match request.get("id") {
+        Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
+        Some(other) => {
+            return fail(
+                Value::Null,
+                format!("id must be a string or a number, got {}", kind(other)),
+            )
+        }
+        None => return fail(Value::Null, "missing id".into()),
+    };
+    if !handler.commands().contains(&name) {
+        return fail(
+            id,
+            format!(
+                "unknown command {name:?}; known: {}",
+                handler.commands().join(", ")
+            ),
+        );
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.handle(name, &request)
+    }));
+    match outcome {
+        Ok(Ok(result)) => {
+            tracing::info!(command = %name, id = %id, "command done");
+            Reply {
+                topic_suffix,
+                body: json!({"id": id, "ok": true, "result": result}),
+            }
+        }
+        Ok(Err(e)) => fail(id, e),
+        Err(_) => fail(
+            id,
+            "internal error while running the command (logged)".into(),
+        ),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Echo;
+    impl CommandHandler for Echo {
+        fn commands(&self) -> &[&'static str] {
+            &["ping", "boom", "fail"]
+        }
+        fn handle(&self, name: &str, request: &Map<String, Value>) -> Result<Value, String> {
+            match name {
+                "boom" => panic!("handler bug"),
+                "fail" => Err("no such camera".into()),
+                _ => Ok(json!({"echo": request.get("x").cloned()})),
+            }
+        }
+    }
+
+    #[test]
+    fn good_and_bad_commands_get_the_right_replies() {
+        let r = dispatch("ping", br#"{"id":"a1","x":5}"#, &Echo);
+        assert_eq!(r.topic_suffix, "cmd/ping/reply");
+        assert_eq!(
+            r.body,
+            json!({"id": "a1", "ok": true, "result": {"echo": 5}})
+        );
+        let r = dispatch("nope", br#"{"id":7}"#, &Echo);
+        assert_eq!(
+            (r.body["id"].clone(), r.body["ok"].clone()),
+            (json!(7), json!(false))
+        );
+        assert!(r.body["error"].as_str().unwrap().contains("known: ping"));
+        assert_eq!(
+            dispatch("fail", br#"{"id":1}"#, &Echo).body["error"],
+            "no such camera"
+        );
+        assert_eq!(
+            dispatch("boom", br#"{"id":1}"#, &Echo).body["ok"],
+            false,
+            "a panic is an error reply"
+        );
+        assert!(dispatch("ping", b"{not json", &Echo).body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON"));
+        assert_eq!(
+            dispatch("ping", br#"{"x":1}"#, &Echo).body["error"],
+            "missing id"
+        );
+        assert!(dispatch("ping", b"[1]", &Echo).body["error"]
+            .as_str()
+            .unwrap()
+            .contains("an array"));
+        let big = format!(r#"{{"id":1,"x":"{}"}}"#, "a".repeat(MAX_COMMAND_BYTES));
+        assert!(dispatch("ping", big.as_bytes(), &Echo).body["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_get_a_reply_and_never_panic(name in "[a-z_]{1,12}", payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let r = dispatch(&name, &payload, &Echo);
+            prop_assert_eq!(r.body["ok"].is_boolean(), true);
+            prop_assert_eq!(r.topic_suffix, format!("cmd/{name}/reply"));
+        }
+
+        #[test]
+        fn every_command_with_an_id_gets_that_id_back(
+            name in prop_oneof!["ping", "boom", "fail", "[a-z]{1,8}"],
+            id in prop_oneof![any::<i64>().prop_map(|i| json!(i)), "\\PC{0,20}".prop_map(|s| json!(s))],
+            extra in proptest::collection::btree_map("[a-z]{1,5}", any::<i32>(), 0..4),
+        ) {
+            let mut obj = serde_json::Map::new();
+            for (k, v) in extra { obj.insert(k, json!(v)); }
+            obj.insert("id".into(), id.clone());
+            let r = dispatch(&name, &serde_json::to_vec(&obj).unwrap(), &Echo);
+            prop_assert_eq!(&r.body["id"], &id);
+        }
+    }
+}

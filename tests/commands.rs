@@ -1,0 +1,188 @@
+//! Hub commands against a running `gatewatch run` on a real broker: every command with an id is
+//! answered, bad input gets an error reply, and the process keeps serving.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use std::time::Duration;
+
+struct Publisher {
+    client: rumqttc::Client,
+}
+
+impl Publisher {
+    fn new(port: u16) -> Publisher {
+        let mut opts = rumqttc::MqttOptions::new("test-hub", "127.0.0.1", port);
+        // Large enough to send the oversized command the box must refuse.
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 100);
+        std::thread::spawn(move || for _ in conn.iter() {});
+        Publisher { client }
+    }
+    fn send(&self, name: &str, payload: impl Into<Vec<u8>>) {
+        let topic = format!("gatewatch/test/box1/cmd/{name}");
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .unwrap();
+    }
+}
+
+fn reply(sub: &Subscriber, name: &str, id: serde_json::Value) -> serde_json::Value {
+    let topic = format!("/cmd/{name}/reply");
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |m| m
+            .iter()
+            .any(|m| m.topic.ends_with(&topic) && m.payload["id"] == id)),
+        "no reply to {name} {id}"
+    );
+    sub.on(&topic)
+        .into_iter()
+        .find(|m| m.payload["id"] == id)
+        .unwrap()
+        .payload
+}
+
+#[test]
+fn commands_are_answered_and_bad_ones_do_not_hurt() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    Renderer::with_plates(
+        ClipSpec::default(),
+        demo_plates().into_iter().take(1).collect(),
+    )
+    .unwrap()
+    .write_frames(&frames)
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        broker.port,
+        &format!("folder:{}", frames.display()),
+        "fps = 5.0",
+    );
+    let mut gw = Running(
+        gatewatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(sub.wait_until(Duration::from_secs(30), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "online")));
+    // Let the camera deliver a frame before asking for a snapshot.
+    std::thread::sleep(Duration::from_secs(2));
+    let hub = Publisher::new(broker.port);
+
+    hub.send("ping", r#"{"id":"p1"}"#);
+    let r = reply(&sub, "ping", "p1".into());
+    assert_eq!(r["ok"], true);
+    assert!(r["result"]["pong"].is_string());
+
+    hub.send("status", r#"{"id":2}"#);
+    let r = reply(&sub, "status", 2.into());
+    assert_eq!(r["result"]["state"], "online");
+    assert_valid("status.v1.json", &r["result"]);
+
+    hub.send(
+        "snapshot",
+        r#"{"id":"s1","camera":"cam1","max_bytes":50000}"#,
+    );
+    let r = reply(&sub, "snapshot", "s1".into());
+    assert_eq!(r["ok"], true, "{r}");
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(r["result"]["jpeg_b64"].as_str().unwrap())
+        .unwrap();
+    assert!(jpeg.len() <= 50000);
+    let img = gatewatch::vision::decode_image(&jpeg).unwrap();
+    use opencv::prelude::MatTraitConst;
+    assert_eq!(
+        (img.cols() as u64, img.rows() as u64),
+        (
+            r["result"]["width"].as_u64().unwrap(),
+            r["result"]["height"].as_u64().unwrap()
+        )
+    );
+
+    hub.send("snapshot", r#"{"id":"s2","camera":"nope"}"#);
+    assert!(reply(&sub, "snapshot", "s2".into())["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown camera"));
+    hub.send("reboot", r#"{"id":"r1"}"#);
+    assert!(reply(&sub, "reboot", "r1".into())["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command"));
+    hub.send("ping", "{{{ not json");
+    hub.send(
+        "ping",
+        format!(r#"{{"id":"big","pad":"{}"}}"#, "x".repeat(200_000)),
+    );
+    let mut seed = 0x2545F491u32;
+    for i in 0..50 {
+        let junk: Vec<u8> = (0..(i * 7 % 200))
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        hub.send("ping", junk);
+    }
+    // Every message on the ping topic got a reply: 1 good + malformed + oversized + 50 junk.
+    let all_answered = sub.wait_until(Duration::from_secs(15), |m| {
+        m.iter()
+            .filter(|m| m.topic.ends_with("/cmd/ping/reply"))
+            .count()
+            == 53
+    });
+    assert!(
+        all_answered,
+        "{:#?}",
+        sub.on("/cmd/ping/reply")
+            .iter()
+            .map(|m| &m.payload)
+            .collect::<Vec<_>>()
+    );
+    let errors = sub
+        .on("/cmd/ping/reply")
+        .iter()
+        .filter(|m| m.payload["ok"] == false)
+        .count();
+    assert_eq!(errors, 52);
+    assert!(gw.try_wait().unwrap().is_none(), "still serving");
+
+    // reload_config: an invalid file is refused and the running config kept ...
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("lane = \"in-1\"", "lane = \"\"")).unwrap();
+    hub.send("reload_config", r#"{"id":"c1"}"#);
+    let r = reply(&sub, "reload_config", "c1".into());
+    assert!(
+        r["error"].as_str().unwrap().contains("camera[0].lane"),
+        "{r}"
+    );
+    hub.send("ping", r#"{"id":"p2"}"#);
+    assert_eq!(reply(&sub, "ping", "p2".into())["ok"], true);
+    // ... a valid one restarts cleanly to apply it.
+    std::fs::write(&cfg, good).unwrap();
+    hub.send("reload_config", r#"{"id":"c2"}"#);
+    assert_eq!(
+        reply(&sub, "reload_config", "c2".into())["result"]["restarting"],
+        true
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = gw.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not restart");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+}
