@@ -195,3 +195,40 @@ fn full_outbox_applies_the_policy_counts_the_loss_and_shows_it_in_status() {
         }
     }
 }
+
+#[test]
+fn stopping_with_the_broker_down_is_prompt_and_the_backlog_goes_out_on_the_next_start() {
+    let mut broker = Broker::start_persistent();
+    let sub = Subscriber::start_persistent(broker.port, "gatewatch/test/box1/events/#", "stop-sub");
+    broker.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bench_config(dir.path(), broker.port, "");
+    let run = |events: u64, wait_s: u64| {
+        let started = Instant::now();
+        let child = gatewatch()
+            .args(["bench", "delivery", "--events", &events.to_string()])
+            .args(["--wait-s", &wait_s.to_string(), "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (summary(child), started.elapsed())
+    };
+    // More events than the MQTT client's request queue holds, with nobody to take them.
+    let (s, took) = run(1000, 0);
+    assert_eq!(s["undelivered"], 1000, "{s}");
+    assert!(took < Duration::from_secs(30), "stop took {took:?}");
+
+    broker.restart();
+    let (s, _) = run(0, 60);
+    assert_eq!(
+        (s["recovered_at_start"].as_u64(), s["undelivered"].as_u64()),
+        (Some(1000), Some(0)),
+        "{s}"
+    );
+    assert!(sub.wait_until(Duration::from_secs(20), |m| seqs(m).0.len() == 1000));
+    let msgs = sub.messages.lock().unwrap().clone();
+    assert_eq!(seqs(&msgs).0, (1..=1000).collect::<Vec<_>>());
+    assert!(msgs.iter().all(|m| m.payload["replayed"] == true));
+}

@@ -28,6 +28,10 @@ pub enum BenchCmd {
         /// Give up waiting for delivery after this many seconds.
         #[arg(long, default_value_t = 120)]
         wait_s: u64,
+        /// Baseline without the outbox: publish the same events straight to the MQTT client
+        /// (QoS 1) and count PUBACKs. Nothing survives a crash or an outage this way.
+        #[arg(long)]
+        direct: bool,
     },
 }
 
@@ -37,8 +41,12 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
         events: n,
         rate,
         wait_s,
+        direct,
     } = cmd;
     let cfg = Config::load(config)?;
+    if *direct {
+        return direct_baseline(&cfg, *n, *rate, *wait_s);
+    }
     let outbox = Outbox::open(cfg.outbox_options()).context("cannot open the outbox")?;
     let recovered = outbox.recovered();
     let delivery = Delivery::new(outbox);
@@ -66,15 +74,7 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
                 std::thread::sleep(wait);
             }
         }
-        let body = PlateEvent {
-            plate: format!("BENCH{i:05}"),
-            plate_raw: format!("BENCH-{i:05}"),
-            region: "generic".into(),
-            confidence: 0.9,
-            bbox: [100, 200, 120, 30],
-            frames: 3,
-            first_seen: format_ts(chrono::Utc::now()),
-        };
+        let body = synthetic_plate(i);
         let t0 = Instant::now();
         if factory
             .emit(
@@ -107,6 +107,7 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
             .unwrap_or(0.0)
     };
     let summary = serde_json::json!({
+        "mode": "outbox",
         "events": n,
         "recovered_at_start": recovered,
         "rejected": rejected,
@@ -120,4 +121,74 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
     });
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn synthetic_plate(i: u64) -> PlateEvent {
+    PlateEvent {
+        plate: format!("BENCH{i:05}"),
+        plate_raw: format!("BENCH-{i:05}"),
+        region: "generic".into(),
+        confidence: 0.9,
+        bbox: [100, 200, 120, 30],
+        frames: 3,
+        first_seen: format_ts(chrono::Utc::now()),
+    }
+}
+
+/// The comparison figure for the outbox: the same events and client options, published directly.
+fn direct_baseline(cfg: &Config, n: u64, rate: f64, wait_s: u64) -> Result<ExitCode> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let topic = format!("{}/events/plate", cfg.topic_prefix());
+    rt.block_on(async move {
+        let (client, mut eventloop) = AsyncClient::new(crate::delivery::link::mqtt_options(cfg)?, 1024);
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = acked.clone();
+        let poll = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "broker link");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        let start = Instant::now();
+        for i in 0..n {
+            if rate > 0.0 {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+            }
+            // Same JSON as the outbox path writes, so the payload sizes match.
+            let mut body = serde_json::to_value(synthetic_plate(i))?;
+            let envelope = serde_json::json!({"schema": PLATE_SCHEMA, "event_id": uuid::Uuid::now_v7().to_string(), "seq": i + 1,
+                "ts": format_ts(chrono::Utc::now()), "site": cfg.site, "device": cfg.device, "camera": "synthetic", "lane": "bench"});
+            body.as_object_mut().unwrap().extend(envelope.as_object().unwrap().clone());
+            client.publish(topic.as_str(), QoS::AtLeastOnce, false, serde_json::to_vec(&body)?).await?;
+        }
+        let produced_s = start.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(wait_s);
+        while acked.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let delivered_s = start.elapsed().as_secs_f64();
+        poll.abort();
+        let summary = serde_json::json!({
+            "mode": "direct",
+            "events": n,
+            "acknowledged": acked.load(Ordering::Relaxed),
+            "produce_s": (produced_s * 1000.0).round() / 1000.0,
+            "deliver_s": (delivered_s * 1000.0).round() / 1000.0,
+            "events_per_s": (n as f64 / delivered_s).round(),
+        });
+        println!("{summary}");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }

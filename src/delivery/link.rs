@@ -233,8 +233,22 @@ impl MqttLink {
             }
             self.delivery.outbox_stats.depth.load(Ordering::Relaxed)
         };
-        let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.poller).await;
+        // With the broker unreachable the client's request queue is full and nobody drains it:
+        // never wait on it past the deadline (or the process would not stop).
+        let grace = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        if tokio::time::timeout_at(grace, self.client.disconnect())
+            .await
+            .is_err()
+        {
+            tracing::warn!("broker unreachable at shutdown; stopping without a clean disconnect");
+        }
+        let mut poller = self.poller;
+        if tokio::time::timeout(Duration::from_secs(2), &mut poller)
+            .await
+            .is_err()
+        {
+            poller.abort();
+        }
         left
     }
 }
