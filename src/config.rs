@@ -34,6 +34,9 @@ pub struct Config {
     /// Cameras; at least one.
     #[serde(rename = "camera", default)]
     pub cameras: Vec<CameraConfig>,
+    /// Yards whose occupancy is kept (`[[yard]]`); cameras join one with `[camera.yard]`.
+    #[serde(rename = "yard", default)]
+    pub yards: Vec<crate::yard::config::YardConfig>,
 }
 
 /// ONNX Runtime settings.
@@ -263,6 +266,8 @@ pub struct CameraConfig {
     pub handoff: Handoff,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The yard gate this camera watches, if any.
+    pub yard: Option<crate::yard::config::CameraYardConfig>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -570,12 +575,19 @@ impl Config {
                 }
             }
         }
+        let camera_yards: Vec<_> = self
+            .cameras
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.yard.as_ref()))
+            .collect();
+        crate::yard::config::validate(&self.yards, &camera_yards, &mut issue);
         issues
     }
 }
 
 /// Whether `s` can stand as one MQTT topic level and one file name.
-fn is_topic_segment(s: &str) -> bool {
+pub(crate) fn is_topic_segment(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

@@ -78,9 +78,24 @@ impl EventFactory {
 
     /// Wraps `body` in a new envelope and stores it for delivery on `<prefix>/<topic_suffix>`.
     /// Returns the stored envelope's seq.
-    #[allow(clippy::too_many_arguments)]
     pub fn emit<B: Serialize>(
         &self,
+        topic_suffix: &str,
+        schema: &str,
+        camera: &str,
+        lane: &str,
+        at: DateTime<Utc>,
+        body: B,
+    ) -> Result<u64, AppendError> {
+        self.emit_with_id(Uuid::now_v7(), topic_suffix, schema, camera, lane, at, body)
+    }
+
+    /// Like [`emit`](Self::emit) with an `event_id` chosen by the caller: for events whose id
+    /// other state refers to (a yard's entry) and that may have to be sent again after a crash.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit_with_id<B: Serialize>(
+        &self,
+        event_id: Uuid,
         topic_suffix: &str,
         schema: &str,
         camera: &str,
@@ -92,7 +107,7 @@ impl EventFactory {
         self.delivery.emit(topic_suffix, |seq| {
             let env = Envelope {
                 schema: schema.to_owned(),
-                event_id: Uuid::now_v7(),
+                event_id,
                 seq,
                 ts: format_ts(at),
                 site: self.site.clone(),

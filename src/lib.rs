@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod plate;
 pub mod source;
 pub mod vision;
+pub mod yard;

@@ -11,6 +11,9 @@ use crate::plate::reader::PlateReader;
 use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
+use crate::yard::config::{entering, CameraYardConfig, LaneRole};
+use crate::yard::engine::{Direction, PassageInput};
+use crate::yard::service::YardService;
 
 /// Counters of one camera's pipeline.
 #[derive(Debug, Default)]
@@ -34,6 +37,56 @@ pub struct PipelineParts {
     pub stats: Arc<PipelineStats>,
     /// The last frame read, for snapshots.
     pub latest: Arc<Mutex<Option<opencv::core::Mat>>>,
+    /// The yard gate this camera watches, if any: every passage is also counted there.
+    pub yard: Option<YardLane>,
+}
+
+/// A camera's part in a yard.
+pub struct YardLane {
+    pub service: Arc<YardService>,
+    pub config: CameraYardConfig,
+}
+
+impl YardLane {
+    /// Counts a passage: its direction comes from the lane's role, or for `both` from the plate's
+    /// motion across the gate line (`frame` is the frame size in pixels).
+    fn count(&self, p: &PipelineParts, pass: &Passage, frame: (f64, f64), at: DateTime<Utc>) {
+        let c = &self.config;
+        let direction = match c.role {
+            LaneRole::Entry => Some(Direction::Entry),
+            LaneRole::Exit => Some(Direction::Exit),
+            LaneRole::Both => {
+                let centre = |b: &crate::vision::BBox| {
+                    (
+                        (b.x + b.w / 2.0) as f64 / frame.0,
+                        (b.y + b.h / 2.0) as f64 / frame.1,
+                    )
+                };
+                let (line, inside) = (c.line.unwrap_or_default(), c.inside.unwrap_or_default());
+                entering(
+                    &line,
+                    &inside,
+                    centre(&pass.first_bbox),
+                    centre(&pass.last_bbox),
+                )
+                .map(|e| if e { Direction::Entry } else { Direction::Exit })
+            }
+        };
+        let Some(direction) = direction else {
+            tracing::warn!(camera = %p.camera, plate = %pass.plate, "passage not counted in the yard: it did not move across the gate line far enough to tell its direction");
+            return;
+        };
+        self.service.passage(
+            &c.id,
+            PassageInput {
+                plate: Some(pass.plate.clone()),
+                direction,
+                camera: p.camera.clone(),
+                lane: p.lane.clone(),
+                at,
+            },
+        );
+    }
 }
 
 /// Starts the pipeline thread; it ends when the camera's slot closes, after flushing its tracks.
@@ -48,6 +101,7 @@ fn run(p: PipelineParts) {
     let mut last_t = f64::NEG_INFINITY;
     // Maps stream time to wall time for the passage's first_seen.
     let mut clock_ref: (f64, DateTime<Utc>) = (0.0, Utc::now());
+    let mut frame_size = (1.0, 1.0);
     loop {
         let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
             Taken::Frame(f) => f,
@@ -56,17 +110,30 @@ fn run(p: PipelineParts) {
                 if p.live {
                     let t = process_clock();
                     let wall = Utc::now();
-                    emit(&p, tracker.update(t, &[]), (t, wall), wall);
+                    emit(&p, tracker.update(t, &[]), (t, wall), wall, frame_size);
                 }
                 continue;
             }
         };
         if frame.t < last_t {
             // A recorded stream started over: close what the previous run left open.
-            emit(&p, tracker.flush(), clock_ref, frame.captured_at);
+            emit(
+                &p,
+                tracker.flush(),
+                clock_ref,
+                frame.captured_at,
+                frame_size,
+            );
         }
         last_t = frame.t;
         clock_ref = (frame.t, frame.captured_at);
+        {
+            use opencv::prelude::MatTraitConst;
+            frame_size = (
+                frame.image.cols().max(1) as f64,
+                frame.image.rows().max(1) as f64,
+            );
+        }
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
         let reads = match p.reader.lock().expect("reader lock").read(&frame.image) {
             Ok(r) => r,
@@ -87,10 +154,11 @@ fn run(p: PipelineParts) {
             tracker.update(frame.t, &reads),
             clock_ref,
             frame.captured_at,
+            frame_size,
         );
         *p.latest.lock().expect("latest frame lock") = Some(frame.image);
     }
-    emit(&p, tracker.flush(), clock_ref, Utc::now());
+    emit(&p, tracker.flush(), clock_ref, Utc::now(), frame_size);
 }
 
 fn emit(
@@ -98,13 +166,14 @@ fn emit(
     passages: Vec<Passage>,
     clock_ref: (f64, DateTime<Utc>),
     at: DateTime<Utc>,
+    frame_size: (f64, f64),
 ) {
     for pass in passages {
         let first_seen = clock_ref.1
             - ChronoDuration::milliseconds(((clock_ref.0 - pass.first_seen) * 1000.0) as i64);
         let body = PlateEvent {
             plate: pass.plate.clone(),
-            plate_raw: pass.plate_raw,
+            plate_raw: pass.plate_raw.clone(),
             region: pass.region.as_str().to_owned(),
             confidence: (pass.confidence * 1000.0).round() / 1000.0,
             bbox: pass.bbox.to_px(),
@@ -123,6 +192,10 @@ fn emit(
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(camera = %p.camera, plate = %pass.plate, error = %e, "plate event not stored (counted in status)");
             }
+        }
+        // The vehicle passed whether or not its plate event could be stored.
+        if let Some(y) = &p.yard {
+            y.count(p, &pass, frame_size, at);
         }
     }
 }

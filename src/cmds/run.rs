@@ -13,12 +13,13 @@ use crate::config::Config;
 use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
 use crate::event::{format_ts, EventFactory};
 use crate::models;
-use crate::pipeline::{self, PipelineParts, PipelineStats};
+use crate::pipeline::{self, PipelineParts, PipelineStats, YardLane};
 use crate::plate::grammar::Region;
 use crate::plate::reader::{PlateReader, ReaderOptions};
 use crate::plate::tracker::TrackerOptions;
 use crate::source::camera::{self, CameraHealth, CameraOptions, FrameSlot};
 use crate::source::{capture, SourceSpec};
+use crate::yard::service::YardService;
 
 /// Arguments of `gatewatch run`.
 #[derive(Debug, clap::Args)]
@@ -74,6 +75,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         delivery.clone(),
     ));
 
+    let yards = YardService::open(&cfg.yards, &cfg.state_dir, events.clone(), delivery.clone())
+        .context("cannot open the yard state")?;
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -122,6 +126,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         config_path: args.config.clone(),
         latest: latest.clone(),
         restart: restart.clone(),
+        yards: yards.clone(),
     };
     let link = MqttLink::start(
         &cfg,
@@ -171,9 +176,24 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             events: events.clone(),
             stats: stats[&cam.id].clone(),
             latest: latest[&cam.id].clone(),
+            yard: cam.yard.clone().map(|config| YardLane {
+                service: yards.clone(),
+                config,
+            }),
         })?);
     }
-    tracing::info!(cameras = cameras.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
+    tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
+    let overstay_timer = {
+        let yards = yards.clone();
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let yards = yards.clone();
+                let _ = tokio::task::spawn_blocking(move || yards.tick(chrono::Utc::now())).await;
+            }
+        })
+    };
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let joiner = std::thread::spawn(move || {
@@ -193,6 +213,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     stop.store(true, Ordering::Relaxed);
+    overstay_timer.abort();
     // Closing the slots here lets every pipeline flush its open tracks and end even while a camera
     // thread is still blocked opening or reading a dead stream.
     for slot in &slots {

@@ -1,4 +1,5 @@
-//! The hub commands `run` answers: `ping`, `status`, `reload_config`, `snapshot`.
+//! The hub commands `run` answers: `ping`, `status`, `reload_config`, `snapshot`, and the yard
+//! commands `yard_set`, `yard_remove`, `yard_list`.
 
 use base64::Engine;
 use opencv::core::{Mat, Size, Vector};
@@ -12,6 +13,7 @@ use crate::commands::CommandHandler;
 use crate::config::{Config, ConfigError};
 use crate::delivery::StatusFn;
 use crate::event::format_ts;
+use crate::yard::service::YardService;
 
 /// Default and largest snapshot size (JPEG bytes).
 const SNAPSHOT_DEFAULT_BYTES: usize = 256 * 1024;
@@ -24,11 +26,21 @@ pub struct RunCommands {
     pub latest: BTreeMap<String, Arc<Mutex<Option<Mat>>>>,
     /// Notified when a valid `reload_config` asks for a restart.
     pub restart: Arc<tokio::sync::Notify>,
+    /// The yards, for `yard_set`, `yard_remove`, `yard_list`.
+    pub yards: Arc<YardService>,
 }
 
 impl CommandHandler for RunCommands {
     fn commands(&self) -> &[&'static str] {
-        &["ping", "status", "reload_config", "snapshot"]
+        &[
+            "ping",
+            "status",
+            "reload_config",
+            "snapshot",
+            "yard_set",
+            "yard_remove",
+            "yard_list",
+        ]
     }
 
     fn handle(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
@@ -56,6 +68,12 @@ impl CommandHandler for RunCommands {
                 )),
             },
             "snapshot" => self.snapshot(req),
+            name if YardService::COMMANDS.contains(&name) => {
+                if self.yards.ids().is_empty() {
+                    return Err("no yard is configured on this box".into());
+                }
+                self.yards.command(name, req)
+            }
             _ => Err(format!("{name} is not handled")),
         }
     }

@@ -6,7 +6,7 @@
 //! oldest first after a reconnect, so each PUBACK belongs to the FIFO's front entry.
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,9 +31,17 @@ pub struct LinkStats {
     pub connections: AtomicU64,
 }
 
+/// Retained state topics: the latest payload of each, and which still need publishing.
+#[derive(Default)]
+struct Retained {
+    latest: BTreeMap<String, Vec<u8>>,
+    dirty: BTreeSet<String>,
+}
+
 /// Where producers put events: the outbox plus a wake-up for the forwarder. Cheap to share.
 pub struct Delivery {
     outbox: Mutex<Outbox>,
+    retained: Mutex<Retained>,
     wake: Notify,
     link: Arc<LinkStats>,
     outbox_stats: Arc<OutboxStats>,
@@ -44,6 +52,7 @@ impl Delivery {
         let outbox_stats = outbox.stats();
         Arc::new(Delivery {
             outbox: Mutex::new(outbox),
+            retained: Mutex::new(Default::default()),
             wake: Notify::new(),
             link: Arc::new(LinkStats::default()),
             outbox_stats,
@@ -65,6 +74,35 @@ impl Delivery {
             .append(topic_suffix, catch_up, build)?;
         self.wake.notify_one();
         Ok(seq)
+    }
+
+    /// Sets the retained state on `<prefix>/<topic_suffix>`. Only the latest payload per topic
+    /// matters, so it is not stored in the outbox: it is published after the pending events and
+    /// again on every (re)connection.
+    pub fn set_retained(&self, topic_suffix: &str, payload: Vec<u8>) {
+        let mut r = self.retained.lock().expect("retained lock");
+        r.latest.insert(topic_suffix.to_owned(), payload);
+        r.dirty.insert(topic_suffix.to_owned());
+        drop(r);
+        self.wake.notify_one();
+    }
+
+    /// Retained topics waiting to be published, with their payloads.
+    fn take_dirty_retained(&self) -> Vec<(String, Vec<u8>)> {
+        let mut r = self.retained.lock().expect("retained lock");
+        let dirty = std::mem::take(&mut r.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|t| r.latest.get(&t).map(|p| (t, p.clone())))
+            .collect()
+    }
+
+    /// Marks every retained topic for publishing (after a reconnection).
+    fn mark_all_retained(&self) {
+        let mut r = self.retained.lock().expect("retained lock");
+        r.dirty = r.latest.keys().cloned().collect();
+        drop(r);
+        self.wake.notify_one();
     }
 
     /// Outbox counters.
@@ -308,6 +346,11 @@ async fn forward(
                 return;
             }
         }
+        for (suffix, payload) in delivery.take_dirty_retained() {
+            if !publish(format!("{prefix}/{suffix}"), payload, true, None).await {
+                return;
+            }
+        }
         if stopping {
             return;
         }
@@ -365,6 +408,7 @@ async fn poll(mut eventloop: EventLoop, parts: PollParts) {
                 link.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(code = ?ack.code, "connected to MQTT broker");
                 let _ = control.send(Control::Status(status()));
+                delivery.mark_all_retained();
                 if commands.is_some() {
                     // Subscribing is not a publish: it does not enter the acknowledgement FIFO.
                     if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce)

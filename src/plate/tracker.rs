@@ -29,6 +29,9 @@ pub struct Passage {
     /// Stream time (seconds) of the first and last read.
     pub first_seen: f64,
     pub last_seen: f64,
+    /// Boxes of the first and the latest read of the track: which way the plate moved.
+    pub first_bbox: BBox,
+    pub last_bbox: BBox,
 }
 
 /// Tracking settings.
@@ -52,6 +55,7 @@ struct Vote {
 
 #[derive(Debug)]
 struct Track {
+    first_bbox: BBox,
     last_bbox: BBox,
     first_seen: f64,
     last_seen: f64,
@@ -80,6 +84,8 @@ impl Track {
             frames: self.frames,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
+            first_bbox: self.first_bbox,
+            last_bbox: self.last_bbox,
         }
     }
 }
@@ -113,6 +119,7 @@ impl Tracker {
                 Some(i) => i,
                 None => {
                     self.tracks.push(Track {
+                        first_bbox: read.bbox,
                         last_bbox: read.bbox,
                         first_seen: t,
                         last_seen: t,

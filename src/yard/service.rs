@@ -1,0 +1,320 @@
+//! The yards of a running box: passages and timer ticks in, events to the outbox, state to disk,
+//! occupancy to its retained topic, and the hub's `yard_set`, `yard_remove`, `yard_list`.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::config::YardConfig;
+use super::engine::{Emitted, PassageInput, SetVehicle, Yard};
+use super::store::{Stored, StoredEvent, YardStore};
+use super::{Occupancy, YARD_SCHEMA};
+use crate::delivery::Delivery;
+use crate::event::{format_ts, EventFactory};
+use crate::plate::grammar::normalise;
+
+/// Largest page of a `yard_list` reply.
+const LIST_PAGE_MAX: usize = 1000;
+
+struct Unit {
+    yard: Yard,
+    store: YardStore,
+    stored: Stored,
+    started: DateTime<Utc>,
+}
+
+/// All configured yards.
+pub struct YardService {
+    units: BTreeMap<String, Mutex<Unit>>,
+    events: Arc<EventFactory>,
+    delivery: Arc<Delivery>,
+}
+
+impl YardService {
+    /// Loads every yard's state from `<state_dir>/yard/`, sends events a crash left unsent and
+    /// publishes each yard's occupancy.
+    pub fn open(
+        yards: &[YardConfig],
+        state_dir: &Path,
+        events: Arc<EventFactory>,
+        delivery: Arc<Delivery>,
+    ) -> Result<Arc<YardService>> {
+        let dir = state_dir.join("yard");
+        let mut units = BTreeMap::new();
+        for y in yards {
+            let store = YardStore::open(&dir, &y.id)?;
+            let stored = store.load()?;
+            let yard = Yard::new(y.rules(), stored.state.clone());
+            tracing::info!(yard = %y.id, occupied = yard.state.occupied(), capacity = y.capacity, pending = stored.pending.len(), "yard state loaded");
+            let unit = Unit {
+                yard,
+                store,
+                stored,
+                started: Utc::now(),
+            };
+            units.insert(y.id.clone(), Mutex::new(unit));
+        }
+        let svc = Arc::new(YardService {
+            units,
+            events,
+            delivery,
+        });
+        for unit in svc.units.values() {
+            let mut u = unit.lock().expect("yard lock");
+            svc.flush(&mut u)
+                .context("cannot store the yard's pending events")?;
+            svc.publish_occupancy(&u);
+        }
+        Ok(svc)
+    }
+
+    /// Yard ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.units.keys().cloned().collect()
+    }
+
+    /// A vehicle passed a yard gate.
+    pub fn passage(&self, yard: &str, p: PassageInput) {
+        self.change(yard, |y| Ok(y.passage(p)));
+    }
+
+    /// Overstay checks; call periodically.
+    pub fn tick(&self, now: DateTime<Utc>) {
+        for id in self.units.keys() {
+            self.change(id, |y| Ok(y.tick(now)));
+        }
+    }
+
+    /// Current occupancy of a yard.
+    pub fn occupancy(&self, yard: &str) -> Option<Occupancy> {
+        self.units
+            .get(yard)
+            .map(|u| occupancy(&u.lock().expect("yard lock")))
+    }
+
+    /// The hub commands this service answers.
+    pub const COMMANDS: [&'static str; 3] = ["yard_set", "yard_remove", "yard_list"];
+
+    /// Runs `yard_set`, `yard_remove` or `yard_list`.
+    pub fn command(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
+        let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let yard = match req.get("yard").and_then(Value::as_str) {
+            Some(y) if self.units.contains_key(y) => y.to_owned(),
+            Some(y) => {
+                return Err(format!(
+                    "unknown yard {y:?}; yards: {}",
+                    self.ids().join(", ")
+                ))
+            }
+            None if self.units.len() == 1 => self.ids().remove(0),
+            None => return Err(format!("give \"yard\": one of {}", self.ids().join(", "))),
+        };
+        let now = Utc::now();
+        match name {
+            "yard_set" => {
+                let occupied = match req.get("occupied") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .filter(|n| *n <= 1_000_000)
+                            .ok_or("occupied must be a whole number from 0 to 1000000")?
+                            as u32,
+                    ),
+                };
+                let inside = match req.get("inside") {
+                    None => None,
+                    Some(v) => Some(parse_inside(v)?),
+                };
+                self.change_checked(&yard, |y| y.set(occupied, inside, id, now))
+            }
+            "yard_remove" => {
+                let plate = match req.get("plate") {
+                    Some(Value::String(p)) => Some(normalise(p)),
+                    Some(Value::Null) | None => None,
+                    Some(_) => {
+                        return Err(
+                            "plate must be a string (or null for an unidentified vehicle)".into(),
+                        )
+                    }
+                };
+                self.change_checked(&yard, |y| y.remove(plate, id, now))
+            }
+            "yard_list" => {
+                let offset = req.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let limit = req
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .map_or(LIST_PAGE_MAX, |l| (l as usize).min(LIST_PAGE_MAX));
+                let u = self.units[&yard].lock().expect("yard lock");
+                let list = u.yard.state.inside_list();
+                let page: Vec<Value> = list
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|v| {
+                        let dwell = DateTime::parse_from_rfc3339(&v.entered_at)
+                            .map(|t| (now - t.with_timezone(&Utc)).num_seconds())
+                            .ok();
+                        json!({"plate": v.plate, "entered_at": v.entered_at, "entry_lane": v.entry_lane,
+                               "entry_event_id": v.entry_event_id, "dwell_s": dwell})
+                    })
+                    .collect();
+                let s = &u.yard.state;
+                Ok(
+                    json!({"occupancy": occupancy(&u), "unidentified": s.unidentified,
+                          "unpaired_exits": s.unpaired_exits, "listed": list.len(),
+                          "offset": offset, "inside": page}),
+                )
+            }
+            _ => Err(format!("{name} is not a yard command")),
+        }
+    }
+
+    fn change_checked(
+        &self,
+        yard: &str,
+        f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
+    ) -> Result<Value, String> {
+        let mut err = None;
+        let events = self.change(yard, |y| f(y).inspect_err(|e| err = Some(e.clone())));
+        match err {
+            Some(e) => Err(e),
+            None => Ok(
+                json!({"events": events.iter().map(|e| json!({"event_id": e.event_id, "kind": e.body.kind})).collect::<Vec<_>>(),
+                              "occupancy": self.occupancy(yard)}),
+            ),
+        }
+    }
+
+    /// Decides, stores state and events on disk, then hands the events to the outbox.
+    fn change(
+        &self,
+        yard: &str,
+        f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
+    ) -> Vec<Emitted> {
+        let Some(unit) = self.units.get(yard) else {
+            tracing::error!(yard, "passage for an unknown yard ignored");
+            return Vec::new();
+        };
+        let mut u = unit.lock().expect("yard lock");
+        let before = u.yard.state.clone();
+        let events = match f(&mut u.yard) {
+            Ok(e) if e.is_empty() => return e,
+            Ok(e) => e,
+            Err(_) => return Vec::new(),
+        };
+        u.stored.state = u.yard.state.clone();
+        u.stored
+            .pending
+            .extend(events.iter().map(StoredEvent::from));
+        if let Err(e) = u.store.save(&u.stored) {
+            // Not durable: undo, so memory never runs ahead of what a restart would find.
+            tracing::error!(yard, error = %format!("{e:#}"), "yard state not saved; change undone");
+            u.yard.state = before.clone();
+            u.stored.state = before;
+            let keep = u.stored.pending.len() - events.len();
+            u.stored.pending.truncate(keep);
+            return Vec::new();
+        }
+        for e in &events {
+            tracing::info!(yard, kind = ?e.body.kind, plate = ?e.body.plate, occupied = e.body.occupied, "yard event");
+        }
+        if let Err(e) = self.flush(&mut u) {
+            tracing::error!(yard, error = %format!("{e:#}"), "yard events kept on disk, to be sent later");
+        }
+        self.publish_occupancy(&u);
+        events
+    }
+
+    /// Moves the pending events into the outbox (oldest first) and records that on disk.
+    fn flush(&self, u: &mut Unit) -> Result<()> {
+        if u.stored.pending.is_empty() {
+            return Ok(());
+        }
+        while let Some(e) = u.stored.pending.first().cloned() {
+            let emitted = e.to_emitted()?;
+            let seq = self
+                .events
+                .emit_with_id(
+                    e.event_id,
+                    "events/yard",
+                    YARD_SCHEMA,
+                    &e.camera,
+                    &e.lane,
+                    emitted.at,
+                    &e.body,
+                )
+                .map_err(|err| anyhow::anyhow!("the outbox refused a yard event: {err}"))?;
+            u.stored.last_seq = seq;
+            u.stored.pending.remove(0);
+        }
+        u.store.save(&u.stored)
+    }
+
+    fn publish_occupancy(&self, u: &Unit) {
+        let o = occupancy(u);
+        self.delivery.set_retained(
+            &format!("yard/{}/occupancy", o.yard),
+            serde_json::to_vec(&o).expect("json"),
+        );
+    }
+}
+
+fn occupancy(u: &Unit) -> Occupancy {
+    let r = &u.yard.rules;
+    let occupied = u.yard.state.occupied();
+    Occupancy {
+        yard: r.id.clone(),
+        name: r.name.clone(),
+        capacity: r.capacity,
+        occupied,
+        free: r.capacity.saturating_sub(occupied),
+        updated_at: u
+            .yard
+            .state
+            .updated_at
+            .clone()
+            .unwrap_or_else(|| format_ts(u.started)),
+        seq: u.stored.last_seq,
+    }
+}
+
+/// `inside` of `yard_set`: plates as strings or `{"plate", "entered_at"?}` objects.
+fn parse_inside(v: &Value) -> Result<Vec<SetVehicle>, String> {
+    let items = v.as_array().ok_or("inside must be a list of plates")?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(p) => Ok(SetVehicle {
+                plate: normalise(p),
+                entered_at: None,
+            }),
+            Value::Object(o) => {
+                let plate = o
+                    .get("plate")
+                    .and_then(Value::as_str)
+                    .ok_or(format!("inside[{i}].plate must be a string"))?;
+                let entered_at = match o.get("entered_at") {
+                    None => None,
+                    Some(t) => Some(
+                        t.as_str()
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                            .ok_or(format!("inside[{i}].entered_at must be an RFC 3339 time"))?
+                            .with_timezone(&Utc),
+                    ),
+                };
+                Ok(SetVehicle {
+                    plate: normalise(plate),
+                    entered_at,
+                })
+            }
+            _ => Err(format!(
+                "inside[{i}] must be a plate or {{\"plate\", \"entered_at\"}}"
+            )),
+        })
+        .collect()
+}

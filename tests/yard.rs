@@ -1,0 +1,277 @@
+//! Yard occupancy through the real product: rendered plates pass an entry camera and an exit
+//! camera of `gatewatch run` on a real broker; the state survives restarts; the hub reconciles.
+
+mod common;
+
+use common::*;
+use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn frames(dir: &Path, name: &str, plates: &[&str]) -> String {
+    let out = dir.join(name);
+    let chosen = demo_plates()
+        .into_iter()
+        .filter(|p| plates.contains(&p.expected))
+        .collect();
+    Renderer::with_plates(ClipSpec::default(), chosen)
+        .unwrap()
+        .write_frames(&out)
+        .unwrap();
+    format!("folder:{}", out.display())
+}
+
+/// A yard of capacity 2 with an entry and an exit camera; `None` disables that camera.
+fn config(dir: &Path, port: u16, entry: Option<&str>, exit: Option<&str>) -> std::path::PathBuf {
+    let path = dir.join("gatewatch.toml");
+    let cam = |id: &str, lane: &str, role: &str, url: Option<&str>| {
+        format!(
+            "[[camera]]\nid = \"{id}\"\nlane = \"{lane}\"\nurl = \"{}\"\nenabled = {}\nfps = 5.0\nhandoff = \"every\"\nat_end = \"stop\"\n[camera.yard]\nid = \"yard-a\"\nrole = \"{role}\"\n",
+            url.unwrap_or("folder:/nonexistent"),
+            url.is_some()
+        )
+    };
+    let text = format!(
+        "site = \"test\"\ndevice = \"box1\"\nstate_dir = \"{}\"\n[mqtt]\nhost = \"127.0.0.1\"\ntransport = \"tcp\"\nport = {port}\n[plates]\nconfirm_frames = 3\nlost_after_s = 1.0\n[[yard]]\nid = \"yard-a\"\nname = \"Yard A\"\ncapacity = 2\n{}{}",
+        dir.join("state").display(),
+        cam("gate-in", "in-1", "entry", entry),
+        cam("gate-out", "out-1", "exit", exit),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_to_end(cfg: &Path) {
+    let out = gatewatch()
+        .args(["run", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(cfg.with_extension("log"), &out.stderr).unwrap();
+}
+
+fn yard_events(sub: &Subscriber) -> Vec<serde_json::Value> {
+    sub.on("/events/yard")
+        .into_iter()
+        .map(|m| m.payload)
+        .collect()
+}
+
+/// For `wait_until` predicates, which already hold the message lock.
+fn count_yard_events(m: &[Message]) -> usize {
+    m.iter()
+        .filter(|m| m.topic.ends_with("/events/yard"))
+        .count()
+}
+
+fn occupancy(sub: &Subscriber) -> serde_json::Value {
+    sub.on("/yard/yard-a/occupancy")
+        .last()
+        .expect("occupancy")
+        .payload
+        .clone()
+}
+
+#[test]
+fn entries_and_exits_are_counted_kept_across_restarts_and_reconciled() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let entry = frames(dir.path(), "in", &["51A12345", "29C123456"]);
+    let exit = frames(dir.path(), "out", &["51A12345"]);
+
+    // Two trucks enter: the yard is full.
+    run_to_end(&config(dir.path(), broker.port, Some(&entry), None));
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 3),
+        "{:?} {:?}",
+        yard_events(&sub),
+        plates(&sub.on("/events/plate"))
+    );
+    let kinds: Vec<_> = yard_events(&sub)
+        .iter()
+        .map(|e| (e["kind"].clone(), e["plate"].clone(), e["occupied"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("entry".into(), "51A12345".into(), 1.into()),
+            ("entry".into(), "29C123456".into(), 2.into()),
+            ("full".into(), serde_json::Value::Null, 2.into()),
+        ]
+    );
+    let first_entry = yard_events(&sub)[0]["event_id"].clone();
+
+    // Restart with the exit camera: the state came back from disk, 51A12345 leaves.
+    run_to_end(&config(dir.path(), broker.port, None, Some(&exit)));
+    assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 5));
+    let events = yard_events(&sub);
+    assert_eq!(
+        (events[3]["kind"].as_str(), events[3]["match"].as_str()),
+        (Some("exit"), Some("exact"))
+    );
+    assert_eq!(events[3]["entry_event_id"], first_entry);
+    assert!(events[3]["dwell_s"].as_i64().unwrap() >= 0);
+    assert_eq!(
+        (events[4]["kind"].as_str(), events[4]["occupied"].as_u64()),
+        (Some("available"), Some(1))
+    );
+    let occ = occupancy(&sub);
+    assert_eq!(
+        (
+            occ["occupied"].as_u64(),
+            occ["free"].as_u64(),
+            occ["seq"].clone()
+        ),
+        (Some(1), Some(1), events[4]["seq"].clone())
+    );
+
+    // A running box (cameras idle) and the hub reconciling it.
+    // (A camera whose folder does not exist is retried forever: the process keeps serving.)
+    let cfg = config(dir.path(), broker.port, Some("folder:/nonexistent"), None);
+    let mut gw = Running(
+        gatewatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The retained occupancy is re-published at start-up.
+    let before = sub.on("/yard/yard-a/occupancy").len();
+    assert!(sub.wait_until(Duration::from_secs(30), |m| m
+        .iter()
+        .filter(|m| m.topic.ends_with("/yard/yard-a/occupancy"))
+        .count()
+        > before));
+    let hub = rumqttc::Client::new(
+        rumqttc::MqttOptions::new("hub", "127.0.0.1", broker.port),
+        10,
+    );
+    let (hub, mut conn) = hub;
+    std::thread::spawn(move || for _ in conn.iter() {});
+    let send = |name: &str, body: &str| {
+        hub.publish(
+            format!("gatewatch/test/box1/cmd/{name}"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            body.as_bytes().to_vec(),
+        )
+        .unwrap()
+    };
+    let reply = |name: &str, id: &str| {
+        let topic = format!("/cmd/{name}/reply");
+        assert!(
+            sub.wait_until(Duration::from_secs(15), |m| m
+                .iter()
+                .any(|m| m.topic.ends_with(&topic) && m.payload["id"] == id)),
+            "no reply to {id}"
+        );
+        sub.on(&topic)
+            .into_iter()
+            .find(|m| m.payload["id"] == id)
+            .unwrap()
+            .payload
+    };
+    send("yard_list", r#"{"id":"l1"}"#);
+    let list = reply("yard_list", "l1");
+    assert_eq!(list["result"]["inside"][0]["plate"], "29C123456", "{list}");
+    assert_eq!(list["result"]["listed"], 1);
+    send(
+        "yard_remove",
+        r#"{"id":"r1","yard":"yard-a","plate":"51A12345"}"#,
+    );
+    assert!(reply("yard_remove", "r1")["error"]
+        .as_str()
+        .unwrap()
+        .contains("not inside"));
+    send(
+        "yard_set",
+        r#"{"id":"s1","yard":"yard-a","occupied":2,"inside":["29c-123.456"]}"#,
+    );
+    let r = reply("yard_set", "s1");
+    assert_eq!(r["result"]["occupancy"]["occupied"], 2, "{r}");
+    assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 7));
+    let events = yard_events(&sub);
+    assert_eq!(
+        (
+            events[5]["kind"].as_str(),
+            events[5]["command_id"].as_str(),
+            events[5]["unidentified"].as_u64()
+        ),
+        (Some("set"), Some("s1"), Some(1))
+    );
+    assert_eq!(
+        events[5]["inside"][0]["entry_event_id"], events[1]["event_id"],
+        "a listed vehicle keeps its entry"
+    );
+    assert_eq!(events[6]["kind"], "full");
+    assert!(sub.wait_until(Duration::from_secs(10), |m| m
+        .iter()
+        .rfind(|m| m.topic.ends_with("/occupancy"))
+        .is_some_and(|m| m.payload["occupied"] == 2)));
+    assert!(gw.try_wait().unwrap().is_none());
+
+    for e in yard_events(&sub) {
+        assert_valid("yard.v1.json", &e);
+    }
+    for m in sub.on("/occupancy") {
+        assert!(m.retain || m.payload["seq"].is_u64());
+        assert_valid("occupancy.v1.json", &m.payload);
+    }
+    let seqs: Vec<u64> = yard_events(&sub)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[test]
+fn check_names_every_yard_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        r#"site = "s"
+device = "d"
+[mqtt]
+host = "127.0.0.1"
+transport = "tcp"
+[[yard]]
+id = "a"
+capacity = 0
+[[camera]]
+id = "c1"
+lane = "in"
+url = "folder:/tmp"
+[camera.yard]
+id = "b"
+role = "both"
+line = [0.1, 0.5, 1.4, 0.5]
+inside = [0.5, 0.9]
+"#,
+    )
+    .unwrap();
+    let out = gatewatch()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "yard[0].capacity: 0 is not allowed",
+        "yard \"a\" has no entry lane",
+        "yard \"a\" has no exit lane",
+        "camera[0].yard.id: \"b\" is not a configured yard: known yards: [a]",
+        "camera[0].yard.line: [0.1, 0.5, 1.4, 0.5] lies outside the frame",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
