@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: OpenCV (+ clang for the opencv crate's binding generator), Mosquitto for tests
+# Debian packages: OpenCV (+ clang for the opencv crate's binding generator), cmake (+ GCC) for
+# the bundled zxing-cpp QR decoder, Mosquitto for tests
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
 # plates, python3 + pip for the model fetch step.
 PACKAGES=(
-  build-essential pkg-config clang libclang-dev libopencv-dev
+  build-essential pkg-config clang libclang-dev libopencv-dev cmake
   mosquitto mosquitto-clients
   python3 python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly

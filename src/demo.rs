@@ -410,3 +410,28 @@ fn draw_road(img: &mut Mat, frame: usize) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A QR code as an 8-bit grey image, `module` pixels per module with the standard 4-module quiet
+/// zone: for the demo lane, the tests and the benches.
+pub fn qr_image(text: &str, module: i32) -> Result<Mat> {
+    use opencv::core::{Rect, Scalar, CV_8UC1};
+    let code = qrcode::QrCode::new(text.as_bytes())?;
+    let n = code.width() as i32;
+    let side = (n + 8) * module;
+    let mut m = Mat::new_rows_cols_with_default(side, side, CV_8UC1, Scalar::all(255.0))?;
+    for (i, c) in code.to_colors().into_iter().enumerate() {
+        if c == qrcode::Color::Dark {
+            let (x, y) = ((i as i32 % n + 4) * module, (i as i32 / n + 4) * module);
+            let module_rect = Rect::new(x, y, module, module);
+            opencv::imgproc::rectangle(
+                &mut m,
+                module_rect,
+                Scalar::all(0.0),
+                opencv::imgproc::FILLED,
+                opencv::imgproc::LINE_8,
+                0,
+            )?;
+        }
+    }
+    Ok(m)
+}

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod models;
 pub mod pipeline;
 pub mod plate;
+pub mod qr;
 pub mod source;
 pub mod vision;
 pub mod yard;

@@ -29,6 +29,28 @@ pub enum EvalCmd {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// QR decoding over ZXing black-box folders (`N.png` + `N.txt`, also in subfolders); last
+    /// stdout line is a JSON summary.
+    Qr {
+        #[arg(long, required_unless_present = "negatives")]
+        dataset: Option<PathBuf>,
+        /// Clockwise rotations to test each image at.
+        #[arg(long, value_delimiter = ',', default_value = "0,90,180,270")]
+        rotations: Vec<u32>,
+        /// Write each miss (image, rotation, codes found) to this file, one JSON object per line.
+        #[arg(long)]
+        errors: Option<PathBuf>,
+        /// Invert every image first (light-on-dark codes).
+        #[arg(long)]
+        invert: bool,
+        /// zxing-cpp alone, without gatewatch's retries (for comparison).
+        #[arg(long)]
+        no_fallbacks: bool,
+        /// Instead: a folder of photos without codes, each scaled to 1920x1080; reports false
+        /// positives and the decode time of a frame without a code.
+        #[arg(long, conflicts_with = "dataset")]
+        negatives: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
@@ -75,6 +97,44 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             }
             let summary = eval::summarise(&outcomes, set.as_str(), *threads);
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        EvalCmd::Qr {
+            dataset,
+            rotations,
+            errors,
+            invert,
+            no_fallbacks,
+            negatives,
+        } => {
+            if let Some(dir) = negatives {
+                println!("{}", crate::qr::eval::negatives(dir, !no_fallbacks)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let dataset = dataset.as_ref().expect("clap requires it");
+            let samples = crate::qr::eval::load_dataset(dataset)?;
+            let opts = crate::qr::eval::QrEvalOptions {
+                rotations: rotations.clone(),
+                invert: *invert,
+                fallbacks: !no_fallbacks,
+            };
+            let mut summary = crate::qr::eval::evaluate(&samples, &opts, |i, n| {
+                if i % 20 == 0 || i == n {
+                    eprint!("\reval qr: {i}/{n} decodes");
+                }
+            })?;
+            eprintln!();
+            let misses = summary
+                .as_object_mut()
+                .and_then(|o| o.remove("misses"))
+                .unwrap_or_default();
+            if let Some(path) = errors {
+                let mut f = std::fs::File::create(path)?;
+                for m in misses.as_array().into_iter().flatten() {
+                    writeln!(f, "{m}")?;
+                }
+            }
+            println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,202 @@
+//! QR decoding on generated codes composited into 1080p frames (several per frame, rotated,
+//! warped, blurred, noisy, inverted, small), on ZXing's black-box photos (skipped without
+//! ../shared), and on hostile input.
+
+mod common;
+
+use gatewatch::qr::QrDecoder;
+use opencv::core::{Mat, Point2f, Rect, Scalar, Size, Vector, CV_8UC1};
+use opencv::prelude::*;
+
+fn render(text: &str, module: i32) -> Mat {
+    gatewatch::demo::qr_image(text, module).unwrap()
+}
+
+/// A 1920x1080 grey frame: a gradient with deterministic noise, like a lane under daylight.
+fn background() -> Mat {
+    let mut f = Mat::new_rows_cols_with_default(1080, 1920, CV_8UC1, Scalar::all(0.0)).unwrap();
+    let mut seed = 0x1234_5678u32;
+    for y in 0..1080 {
+        for x in 0..1920 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *f.at_2d_mut::<u8>(y, x).unwrap() = (90 + x / 24 + y / 30) as u8 + (seed % 12) as u8;
+        }
+    }
+    f
+}
+
+fn paste(frame: &mut Mat, code: &Mat, x: i32, y: i32) {
+    let mut roi = Mat::roi_mut(frame, Rect::new(x, y, code.cols(), code.rows())).unwrap();
+    code.copy_to(&mut roi).unwrap();
+}
+
+fn texts(frame: &Mat) -> Vec<String> {
+    let mut t: Vec<String> = QrDecoder::new()
+        .decode_mat(frame)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.text)
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn four_codes_in_one_frame_are_all_read_with_their_positions() {
+    let mut frame = background();
+    let payloads = [
+        "TK-2026-000001",
+        "TK-2026-000002",
+        "https://example.vn/d/3",
+        "Tờ khai 报关单 4",
+    ];
+    let spots = [(100, 100), (1300, 120), (150, 650), (1350, 600)];
+    for (p, &(x, y)) in payloads.iter().zip(&spots) {
+        paste(&mut frame, &render(p, 6), x, y);
+    }
+    let reads = QrDecoder::new().decode_mat(&frame).unwrap();
+    assert_eq!(reads.len(), 4, "{reads:?}");
+    for r in &reads {
+        let i = payloads
+            .iter()
+            .position(|p| Some(*p) == r.text.as_deref())
+            .expect("a known payload");
+        assert_eq!(r.bytes, payloads[i].as_bytes());
+        assert_eq!(r.symbol, "qr");
+        let (x, y) = spots[i];
+        let side = render(payloads[i], 6).cols();
+        for [cx, cy] in r.corners {
+            assert!(
+                (x..x + side).contains(&cx) && (y..y + side).contains(&cy),
+                "{:?} outside the pasted code at {x},{y}",
+                r.corners
+            );
+        }
+    }
+}
+
+#[test]
+fn rotated_warped_blurred_noisy_and_inverted_codes_are_read() {
+    let text = "VN-CN gate declaration 0042";
+    // Perspective: a phone held at an angle, then blur and sensor noise.
+    let code = render(text, 7);
+    let s = code.cols() as f32;
+    let src = Vector::<Point2f>::from_slice(&[
+        Point2f::new(0.0, 0.0),
+        Point2f::new(s, 0.0),
+        Point2f::new(s, s),
+        Point2f::new(0.0, s),
+    ]);
+    let dst = Vector::<Point2f>::from_slice(&[
+        Point2f::new(800.0, 300.0),
+        Point2f::new(1080.0, 340.0),
+        Point2f::new(1060.0, 640.0),
+        Point2f::new(780.0, 590.0),
+    ]);
+    let h = opencv::imgproc::get_perspective_transform_def(&src, &dst).unwrap();
+    let mut warped = Mat::default();
+    let mut mask = Mat::default();
+    let white =
+        Mat::new_rows_cols_with_default(code.rows(), code.cols(), CV_8UC1, Scalar::all(255.0))
+            .unwrap();
+    opencv::imgproc::warp_perspective_def(&code, &mut warped, &h, Size::new(1920, 1080)).unwrap();
+    opencv::imgproc::warp_perspective_def(&white, &mut mask, &h, Size::new(1920, 1080)).unwrap();
+    let mut frame = background();
+    warped.copy_to_masked(&mut frame, &mask).unwrap();
+    let mut blurred = Mat::default();
+    opencv::imgproc::gaussian_blur_def(&frame, &mut blurred, Size::new(5, 5), 1.2).unwrap();
+    assert_eq!(texts(&blurred), [text], "warped + blurred");
+
+    // Rotated by 30 degrees.
+    let mut frame = background();
+    paste(&mut frame, &render(text, 6), 700, 300);
+    let rot =
+        opencv::imgproc::get_rotation_matrix_2d(Point2f::new(960.0, 540.0), 30.0, 1.0).unwrap();
+    let mut rotated = Mat::default();
+    opencv::imgproc::warp_affine(
+        &frame,
+        &mut rotated,
+        &rot,
+        Size::new(1920, 1080),
+        opencv::imgproc::INTER_LINEAR,
+        opencv::core::BORDER_REPLICATE,
+        Scalar::default(),
+    )
+    .unwrap();
+    assert_eq!(texts(&rotated), [text], "rotated");
+
+    // Light on dark.
+    let mut inverted = Mat::default();
+    opencv::core::bitwise_not_def(&rotated, &mut inverted).unwrap();
+    let reads = QrDecoder::new().decode_mat(&inverted).unwrap();
+    assert_eq!(reads.len(), 1);
+    assert!(reads[0].inverted);
+}
+
+#[test]
+fn smallest_module_that_still_decodes_in_a_1080p_frame() {
+    let text = "TK-2026-000123";
+    let mut smallest = None;
+    for module in (1..=5).rev() {
+        let mut frame = background();
+        paste(&mut frame, &render(text, module), 900, 500);
+        // A real lens blurs a little.
+        let mut seen = Mat::default();
+        opencv::imgproc::gaussian_blur_def(&frame, &mut seen, Size::new(3, 3), 0.8).unwrap();
+        if texts(&seen) == [text] {
+            smallest = Some(module);
+        } else {
+            break;
+        }
+    }
+    println!("smallest module that decodes in a slightly blurred 1080p frame: {smallest:?} px");
+    assert!(smallest.is_some_and(|m| m <= 3), "{smallest:?}");
+}
+
+#[test]
+fn no_code_means_no_read_and_broken_images_are_errors_not_panics() {
+    assert!(texts(&background()).is_empty());
+    // A truncated PNG and random bytes: the image decoder refuses them; nothing panics.
+    let mut png = Vector::<u8>::new();
+    opencv::imgcodecs::imencode_def(".png", &background(), &mut png).unwrap();
+    let png = png.to_vec();
+    assert!(gatewatch::vision::decode_image(&png[..png.len() / 3]).is_err());
+    assert!(gatewatch::vision::decode_image(&[0x89, b'P', b'N', b'G', 1, 2, 3]).is_err());
+}
+
+#[test]
+fn zxing_black_box_photos_meet_the_target() {
+    let Some(dir) = common::shared_dir("data/qr") else {
+        return;
+    };
+    let samples = gatewatch::qr::eval::load_dataset(&dir).unwrap();
+    let opts = gatewatch::qr::eval::QrEvalOptions {
+        rotations: vec![0, 90, 180, 270],
+        invert: false,
+        fallbacks: true,
+    };
+    let s = gatewatch::qr::eval::evaluate(&samples, &opts, |_, _| {}).unwrap();
+    println!(
+        "qr black box: {} of {} decoded, {} wrong",
+        s["decoded"], s["attempts"], s["wrong"]
+    );
+    assert_eq!(s["wrong"], 0);
+    assert!(s["decoded"].as_u64().unwrap() >= 380, "{s}");
+    let inverted = gatewatch::qr::eval::evaluate(
+        &samples,
+        &gatewatch::qr::eval::QrEvalOptions {
+            invert: true,
+            ..opts
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    println!(
+        "qr black box inverted: {} of {} decoded",
+        inverted["decoded"], inverted["attempts"]
+    );
+    assert_eq!(inverted["wrong"], 0);
+    assert!(inverted["decoded"].as_u64().unwrap() >= 376, "{inverted}");
+}
