@@ -268,6 +268,8 @@ pub struct CameraConfig {
     pub enabled: bool,
     /// The yard gate this camera watches, if any.
     pub yard: Option<crate::yard::config::CameraYardConfig>,
+    /// QR decoding on this camera (`[camera.qr]`); off when absent.
+    pub qr: Option<crate::qr::stage::CameraQrConfig>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -573,6 +575,11 @@ impl Config {
                         format!("{fps} is out of range: allowed 0.1 to 120"),
                     );
                 }
+            }
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if let Some(qr) = &cam.qr {
+                qr.validate(&format!("camera[{i}].qr"), &mut issue);
             }
         }
         let camera_yards: Vec<_> = self

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
 use crate::plate::reader::PlateReader;
 use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
+use crate::qr::stage::{self as qr_stage, CameraQrConfig, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
 use crate::yard::config::{entering, CameraYardConfig, LaneRole};
@@ -39,6 +40,8 @@ pub struct PipelineParts {
     pub latest: Arc<Mutex<Option<opencv::core::Mat>>>,
     /// The yard gate this camera watches, if any: every passage is also counted there.
     pub yard: Option<YardLane>,
+    /// QR decoding on this camera, if enabled: frames are offered to its own thread.
+    pub qr: Option<(CameraQrConfig, Arc<QrStats>)>,
 }
 
 /// A camera's part in a yard.
@@ -97,6 +100,25 @@ pub fn spawn(parts: PipelineParts) -> std::io::Result<JoinHandle<()>> {
 }
 
 fn run(p: PipelineParts) {
+    let qr = p.qr.as_ref().and_then(|(config, stats)| {
+        let slot = FrameSlot::new(crate::config::Handoff::Newest);
+        let stage = qr_stage::spawn(QrStageParts {
+            camera: p.camera.clone(),
+            lane: p.lane.clone(),
+            config: config.clone(),
+            slot: slot.clone(),
+            events: p.events.clone(),
+            stats: stats.clone(),
+        });
+        match stage {
+            Ok(handle) => Some((slot, handle, 1.0 / config.scan_fps)),
+            Err(e) => {
+                tracing::error!(camera = %p.camera, error = %e, "cannot start the QR stage; QR decoding is off");
+                None
+            }
+        }
+    });
+    let mut next_qr_t = f64::NEG_INFINITY;
     let mut tracker = Tracker::new(p.tracker.clone());
     let mut last_t = f64::NEG_INFINITY;
     // Maps stream time to wall time for the passage's first_seen.
@@ -124,6 +146,19 @@ fn run(p: PipelineParts) {
                 frame.captured_at,
                 frame_size,
             );
+        }
+        if frame.t < next_qr_t - 1.0 {
+            next_qr_t = f64::NEG_INFINITY; // the stream started over
+        }
+        if let Some((slot, _, every)) = &qr {
+            if frame.t >= next_qr_t {
+                next_qr_t = frame.t + every;
+                if offer_to_qr(slot, &frame) {
+                    if let Some((_, stats)) = &p.qr {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
         last_t = frame.t;
         clock_ref = (frame.t, frame.captured_at);
@@ -159,6 +194,27 @@ fn run(p: PipelineParts) {
         *p.latest.lock().expect("latest frame lock") = Some(frame.image);
     }
     emit(&p, tracker.flush(), clock_ref, Utc::now(), frame_size);
+    if let Some((slot, handle, _)) = qr {
+        slot.close();
+        let _ = handle.join();
+    }
+}
+
+/// Hands a copy of the frame to the QR stage; returns whether a frame it had not taken yet was
+/// replaced (the stage was busy).
+fn offer_to_qr(slot: &FrameSlot, frame: &crate::source::Frame) -> bool {
+    use opencv::prelude::MatTraitConst;
+    let Ok(image) = frame.image.try_clone() else {
+        return false;
+    };
+    let copy = crate::source::Frame {
+        image,
+        t: frame.t,
+        captured_at: frame.captured_at,
+        index: frame.index,
+    };
+    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    slot.put(copy, &NEVER)
 }
 
 fn emit(

@@ -200,3 +200,93 @@ fn zxing_black_box_photos_meet_the_target() {
     assert_eq!(inverted["wrong"], 0);
     assert!(inverted["decoded"].as_u64().unwrap() >= 376, "{inverted}");
 }
+
+/// Writes frames: code A for 1 s, nothing for 1 s, A and B together for 1 s (10 fps).
+fn lane_frames(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let a = render("TK-2026-000777", 6);
+    let b = render("Tờ khai hải quan 报关单", 6);
+    let mut small = Mat::default();
+    for i in 0..30 {
+        let mut frame = background();
+        if !(10..20).contains(&i) {
+            paste(&mut frame, &a, 300 + i * 5, 300);
+        }
+        if i >= 20 {
+            paste(&mut frame, &b, 1200, 400);
+        }
+        // Half size keeps the test quick; the codes stay large enough.
+        opencv::imgproc::resize(
+            &frame,
+            &mut small,
+            Size::new(960, 540),
+            0.0,
+            0.0,
+            opencv::imgproc::INTER_AREA,
+        )
+        .unwrap();
+        opencv::imgcodecs::imwrite_def(dir.join(format!("{i:04}.png")), &small).unwrap();
+    }
+}
+
+#[test]
+fn run_publishes_one_qr_event_per_code_held_in_view() {
+    let broker = common::Broker::start();
+    let sub = common::Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    lane_frames(&dir.path().join("frames"));
+    let url = format!("folder:{}", dir.path().join("frames").display());
+    let cfg = common::write_config(
+        dir.path(),
+        broker.port,
+        &url,
+        "fps = 10.0\nhandoff = \"every\"\nat_end = \"stop\"\n[camera.qr]\nscan_fps = 10.0\ngone_after_s = 0.5",
+    );
+    let out = common::gatewatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("TK-2026-000777"), "payloads are not logged");
+    assert!(sub.wait_until(std::time::Duration::from_secs(10), |m| m
+        .iter()
+        .filter(|m| m.topic.ends_with("/events/qr"))
+        .count()
+        >= 3));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let events: Vec<serde_json::Value> = sub
+        .on("/events/qr")
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    let texts: Vec<&str> = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    // A, then A again after it left view, and B once.
+    assert_eq!(
+        texts.iter().filter(|t| **t == "TK-2026-000777").count(),
+        2,
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| **t == "Tờ khai hải quan 报关单")
+            .count(),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        common::assert_valid("qr.v1.json", e);
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(e["bytes_b64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, e["text"].as_str().unwrap().as_bytes());
+    }
+}

@@ -176,6 +176,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             events: events.clone(),
             stats: stats[&cam.id].clone(),
             latest: latest[&cam.id].clone(),
+            qr: cam.qr.clone().map(|c| (c, Default::default())),
             yard: cam.yard.clone().map(|config| YardLane {
                 service: yards.clone(),
                 config,

@@ -6,6 +6,7 @@
 //! the process keeps serving.
 
 pub mod eval;
+pub mod stage;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,278 @@
+//! The per-camera QR stage: its own thread, fed by the plate pipeline with at most `scan_fps`
+//! frames per second through a newest-wins slot (frames arriving while it is busy are dropped
+//! and counted), so QR decoding never slows the plate path. One event per code held in view.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{QrDecoder, QrRead};
+use crate::event::EventFactory;
+use crate::source::camera::FrameSlot;
+
+/// Schema id of QR events.
+pub const QR_SCHEMA: &str = "gatewatch.qr/1";
+
+/// `[camera.qr]`: QR decoding on this camera.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraQrConfig {
+    /// Region `[x, y, w, h]` in fractions of the frame (0-1) to scan; whole frame when unset.
+    pub roi: Option<[f64; 4]>,
+    /// Frames per second to scan (0.1-30).
+    #[serde(default = "default_scan_fps")]
+    pub scan_fps: f64,
+    /// A code unseen this long has left view; shown again, it is a new event.
+    #[serde(default = "default_gone_after")]
+    pub gone_after_s: f64,
+    /// Publish a code that stays in view again after this many seconds; 0 = never.
+    #[serde(default)]
+    pub repeat_after_s: f64,
+}
+
+fn default_scan_fps() -> f64 {
+    5.0
+}
+fn default_gone_after() -> f64 {
+    3.0
+}
+
+impl CameraQrConfig {
+    /// Checks the values; problems go to `issue` under `key` (e.g. `camera[0].qr`).
+    pub fn validate(&self, key: &str, issue: &mut dyn FnMut(&str, String)) {
+        if let Some(r) = self.roi {
+            let inside = r.iter().all(|v| (0.0..=1.0).contains(v))
+                && r[0] + r[2] <= 1.0
+                && r[1] + r[3] <= 1.0;
+            if !inside || r[2] < 0.02 || r[3] < 0.02 {
+                issue(&format!("{key}.roi"), format!("{r:?} is not a region inside the frame: [x, y, w, h] in fractions 0-1, x+w and y+h at most 1, w and h at least 0.02"));
+            }
+        }
+        if !(0.1..=30.0).contains(&self.scan_fps) {
+            issue(
+                &format!("{key}.scan_fps"),
+                format!("{} is out of range: allowed 0.1 to 30", self.scan_fps),
+            );
+        }
+        if !(0.1..=3600.0).contains(&self.gone_after_s) {
+            issue(
+                &format!("{key}.gone_after_s"),
+                format!(
+                    "{} is out of range: allowed 0.1 to 3600 seconds",
+                    self.gone_after_s
+                ),
+            );
+        }
+        if !(self.repeat_after_s == 0.0 || (1.0..=86_400.0).contains(&self.repeat_after_s)) {
+            issue(
+                &format!("{key}.repeat_after_s"),
+                format!(
+                    "{} is not allowed: 0 (never) or 1 to 86400 seconds",
+                    self.repeat_after_s
+                ),
+            );
+        }
+    }
+}
+
+/// A code read in the lane (topic `…/events/qr`), after the common envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QrEvent {
+    /// The payload as text, control characters removed; `null` for binary payloads.
+    pub text: Option<String>,
+    /// The payload bytes, base64 (always present).
+    pub bytes_b64: String,
+    /// Corners in frame pixels: top left, top right, bottom right, bottom left of the symbol.
+    pub corners: [[i32; 2]; 4],
+    /// `qr` or `micro_qr`.
+    pub symbol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecc_level: Option<String>,
+}
+
+/// Decides which reads are new: one event per code held in view.
+#[derive(Debug)]
+pub struct Dedupe {
+    gone_after: f64,
+    repeat_after: f64,
+    /// Payload → (last seen, last published), in stream time.
+    seen: HashMap<Vec<u8>, (f64, f64)>,
+}
+
+impl Dedupe {
+    pub fn new(gone_after: f64, repeat_after: f64) -> Dedupe {
+        Dedupe {
+            gone_after,
+            repeat_after,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Whether a code seen at `t` should be published now.
+    pub fn admit(&mut self, payload: &[u8], t: f64) -> bool {
+        self.expire(t);
+        match self.seen.get_mut(payload) {
+            Some((seen, published)) => {
+                *seen = t;
+                if self.repeat_after > 0.0 && t - *published >= self.repeat_after {
+                    *published = t;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => {
+                self.seen.insert(payload.to_vec(), (t, t));
+                true
+            }
+        }
+    }
+
+    /// Forgets codes unseen for longer than `gone_after`.
+    pub fn expire(&mut self, t: f64) {
+        let gone = self.gone_after;
+        self.seen.retain(|_, (seen, _)| t - *seen <= gone);
+    }
+}
+
+/// Counters of one camera's QR stage.
+#[derive(Debug, Default)]
+pub struct QrStats {
+    pub scanned: AtomicU64,
+    /// Frames replaced before the stage took them (it was busy).
+    pub skipped: AtomicU64,
+    pub events: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// What the QR stage needs.
+pub struct QrStageParts {
+    pub camera: String,
+    pub lane: String,
+    pub config: CameraQrConfig,
+    pub slot: Arc<FrameSlot>,
+    pub events: Arc<EventFactory>,
+    pub stats: Arc<QrStats>,
+}
+
+/// Starts the stage; it ends when its slot is closed and drained.
+pub fn spawn(parts: QrStageParts) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("qr-{}", parts.camera))
+        .spawn(move || run(parts))
+}
+
+fn run(p: QrStageParts) {
+    let decoder = QrDecoder::new();
+    let mut dedupe = Dedupe::new(p.config.gone_after_s, p.config.repeat_after_s);
+    while let Some(frame) = p.slot.take() {
+        p.stats.scanned.fetch_add(1, Ordering::Relaxed);
+        let reads = match scan(&decoder, &frame.image, p.config.roi) {
+            Ok(r) => r,
+            Err(e) => {
+                p.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(camera = %p.camera, error = %format!("{e:#}"), "QR scan failed; frame skipped");
+                continue;
+            }
+        };
+        for r in reads {
+            if !dedupe.admit(&r.bytes, frame.t) {
+                continue;
+            }
+            let body = QrEvent {
+                text: r.text,
+                bytes_b64: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+                corners: r.corners,
+                symbol: r.symbol,
+                ecc_level: r.ecc_level,
+            };
+            // Payloads can carry personal data: the log names the code's size, not its content.
+            match p.events.emit(
+                "events/qr",
+                QR_SCHEMA,
+                &p.camera,
+                &p.lane,
+                frame.captured_at,
+                body,
+            ) {
+                Ok(seq) => {
+                    p.stats.events.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(camera = %p.camera, seq, bytes = r.bytes.len(), "QR code read");
+                }
+                Err(e) => {
+                    tracing::error!(camera = %p.camera, error = %e, "QR event not stored (counted in status)")
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the region of interest of a frame; corners come back in frame pixels.
+fn scan(
+    decoder: &QrDecoder,
+    image: &opencv::core::Mat,
+    roi: Option<[f64; 4]>,
+) -> anyhow::Result<Vec<QrRead>> {
+    use opencv::prelude::*;
+    let Some([x, y, w, h]) = roi else {
+        return decoder.decode_mat(image);
+    };
+    let (fw, fh) = (image.cols() as f64, image.rows() as f64);
+    let rect = opencv::core::Rect::new(
+        (x * fw) as i32,
+        (y * fh) as i32,
+        ((w * fw) as i32).max(1),
+        ((h * fh) as i32).max(1),
+    );
+    let crop = opencv::core::Mat::roi(image, rect)?.try_clone()?;
+    let mut reads = decoder.decode_mat(&crop)?;
+    for r in &mut reads {
+        for c in &mut r.corners {
+            c[0] += rect.x;
+            c[1] += rect.y;
+        }
+    }
+    Ok(reads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_held_in_view_is_one_event_until_it_leaves_or_the_repeat_interval_passes() {
+        let mut d = Dedupe::new(3.0, 0.0);
+        assert!(d.admit(b"A", 0.0));
+        assert!(!d.admit(b"A", 1.0));
+        assert!(!d.admit(b"A", 3.9), "seen 2.9 s ago: still in view");
+        assert!(d.admit(b"B", 4.0), "another code");
+        assert!(d.admit(b"A", 8.0), "gone for 4.1 s, shown again");
+        let mut d = Dedupe::new(3.0, 10.0);
+        assert!(d.admit(b"A", 0.0));
+        assert!((1..10).all(|t| !d.admit(b"A", t as f64)));
+        assert!(d.admit(b"A", 10.0), "repeat interval");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = CameraQrConfig {
+            roi: Some([0.5, 0.5, 0.6, 0.2]),
+            scan_fps: 0.0,
+            gone_after_s: 3.0,
+            repeat_after_s: 0.5,
+        };
+        let mut keys = Vec::new();
+        c.validate("camera[0].qr", &mut |k, _| keys.push(k.to_owned()));
+        assert_eq!(
+            keys,
+            [
+                "camera[0].qr.roi",
+                "camera[0].qr.scan_fps",
+                "camera[0].qr.repeat_after_s"
+            ]
+        );
+    }
+}
