@@ -40,25 +40,8 @@ fn stages(c: &mut Criterion) {
     for (w, h) in SIZES {
         let f = frame(w, h);
         let id = format!("{w}x{h}");
-        let (iw, ih) = det.input_size(w, h);
-        let mut resized = Mat::default();
-        let mut buf = vec![0f32; (3 * iw * ih) as usize];
         g.bench_function(BenchmarkId::new("preprocess_resize_normalise", &id), |b| {
-            b.iter(|| {
-                vision::resize_into(&f, &mut resized, iw, ih).unwrap();
-                vision::pack_chw(
-                    &resized,
-                    &mut buf,
-                    0,
-                    iw as usize,
-                    ih as usize,
-                    false,
-                    1.0 / 255.0,
-                    [0.5; 3],
-                    [2.0; 3],
-                )
-                .unwrap();
-            })
+            b.iter(|| det.preprocess(&f).unwrap())
         });
         g.bench_function(BenchmarkId::new("text_detector", &id), |b| {
             b.iter(|| det.detect(&f).unwrap())

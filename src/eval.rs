@@ -115,18 +115,20 @@ pub fn evaluate(
     Ok(out)
 }
 
+/// The `p` quantile (0-1) of ascending `sorted` values, nearest rank; 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize]
+}
+
 /// Summarises outcomes.
 pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary {
     let n = outcomes.len().max(1) as f64;
     let mut ms: Vec<f64> = outcomes.iter().map(|o| o.ms).collect();
     ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        if ms.is_empty() {
-            0.0
-        } else {
-            ms[((ms.len() - 1) as f64 * p).round() as usize]
-        }
-    };
+    let pct = |p: f64| percentile(&ms, p);
     let round = |v: f64| (v * 1000.0).round() / 1000.0;
     Summary {
         images: outcomes.len(),
@@ -143,5 +145,17 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
         p95_ms: round(pct(0.95)),
         models: models.to_owned(),
         threads,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentile_is_nearest_rank_and_zero_when_empty() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(super::percentile(&v, 0.5), 3.0);
+        assert_eq!(super::percentile(&v, 0.99), 5.0);
+        assert_eq!(super::percentile(&v, 0.0), 1.0);
+        assert_eq!(super::percentile(&[], 0.5), 0.0);
     }
 }

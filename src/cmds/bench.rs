@@ -100,12 +100,7 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
     let delivered_s = start.elapsed().as_secs_f64();
     let left = rt.block_on(link.shutdown(Duration::from_secs(5)));
     append_us.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        append_us
-            .get(((append_us.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let pct = |p: f64| crate::eval::percentile(&append_us, p);
     let summary = serde_json::json!({
         "mode": "outbox",
         "events": n,

@@ -65,8 +65,9 @@ impl TextDetector {
         (round32(wf * ratio), round32(hf * ratio))
     }
 
-    /// Finds text lines in a BGR frame.
-    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<TextBox>> {
+    /// Resizes and normalises a BGR frame into the reused input buffer; returns the input size.
+    /// Public so the benches measure exactly this step.
+    pub fn preprocess(&mut self, frame: &Mat) -> Result<(i32, i32)> {
         let (iw, ih) = self.input_size(frame.cols(), frame.rows());
         vision::resize_into(frame, &mut self.resized, iw, ih)?;
         let plane = (iw * ih) as usize;
@@ -82,6 +83,12 @@ impl TextDetector {
             [0.5; 3],
             [2.0; 3],
         )?;
+        Ok((iw, ih))
+    }
+
+    /// Finds text lines in a BGR frame.
+    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<TextBox>> {
+        let (iw, ih) = self.preprocess(frame)?;
         let tensor =
             TensorRef::from_array_view(([1usize, 3, ih as usize, iw as usize], &self.input[..]))?;
         let outputs = self

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::QrDecoder;
+use crate::eval::percentile;
 
 /// One labelled image.
 #[derive(Debug, Clone)]
@@ -139,11 +140,7 @@ pub fn evaluate(
             }
         }
         ms.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            ms.get(((ms.len().max(1) - 1) as f64 * p).round() as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let pct = |p: f64| percentile(&ms, p);
         per_rotation.insert(
             deg.to_string(),
             json!({"decoded": decoded, "wrong": wrong, "unreadable_images": failed,
@@ -212,11 +209,7 @@ pub fn negatives(dir: &Path, fallbacks: bool) -> Result<Value> {
         }
     }
     ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        ms.get(((ms.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let pct = |p: f64| percentile(&ms, p);
     Ok(
         json!({"images": ms.len(), "false_positives": false_positives.len(), "false_positive_images": false_positives,
               "p50_ms_1080p": (pct(0.5) * 100.0).round() / 100.0, "p95_ms_1080p": (pct(0.95) * 100.0).round() / 100.0,
