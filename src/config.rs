@@ -270,6 +270,25 @@ pub struct CameraConfig {
     pub yard: Option<crate::yard::config::CameraYardConfig>,
     /// QR decoding on this camera (`[camera.qr]`); off when absent.
     pub qr: Option<crate::qr::stage::CameraQrConfig>,
+    /// The lane's region of interest: polygon `[[x, y], …]` in fractions of the frame; plates are
+    /// looked for in its bounding rectangle and kept when their centre is inside.
+    pub roi: Option<Vec<[f64; 2]>>,
+    /// Plate reads with a box shorter than this many pixels are ignored (0 = no minimum).
+    #[serde(default)]
+    pub min_plate_height_px: u32,
+    /// Motion gating (`[camera.motion]`): still frames reuse the last reads instead of inference.
+    #[serde(default)]
+    pub motion: crate::motion::MotionConfig,
+}
+
+impl CameraConfig {
+    /// The camera's lane view settings (ROI polygon and minimum plate height).
+    pub fn lane_view(&self) -> crate::plate::lane_view::LaneViewConfig {
+        crate::plate::lane_view::LaneViewConfig {
+            roi: self.roi.clone(),
+            min_plate_height_px: self.min_plate_height_px,
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -515,14 +534,20 @@ impl Config {
         if p.regions.is_empty() {
             issue(
                 "plates.regions",
-                "is empty: allowed values are VN, CN, generic".into(),
+                format!(
+                    "is empty: allowed values are {}",
+                    crate::plate::grammar::REGION_NAMES
+                ),
             );
         }
         for (i, r) in p.regions.iter().enumerate() {
             if crate::plate::grammar::Region::parse(r).is_none() {
                 issue(
                     &format!("plates.regions[{i}]"),
-                    format!("{r:?} is not a known plate grammar: allowed VN, CN, generic"),
+                    format!(
+                        "{r:?} is not a known plate grammar: allowed {}",
+                        crate::plate::grammar::REGION_NAMES
+                    ),
                 );
             }
         }
@@ -581,6 +606,10 @@ impl Config {
             if let Some(qr) = &cam.qr {
                 qr.validate(&format!("camera[{i}].qr"), &mut issue);
             }
+            cam.lane_view()
+                .validate(&format!("camera[{i}]"), &mut issue);
+            cam.motion
+                .validate(&format!("camera[{i}].motion"), &mut issue);
         }
         let camera_yards: Vec<_> = self
             .cameras

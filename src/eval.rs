@@ -1,6 +1,6 @@
 //! Accuracy evaluation over a folder in the OpenALPR benchmark format: one `NAME.txt` per image
 //! holding `file<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE`. Uses [`PlateReader::read`], the same code
-//! path as `run`, and scores each image's highest-confidence read.
+//! path as `run`, and scores each image's best read ([`PlateRead::best`]).
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::plate::grammar::normalise;
-use crate::plate::reader::PlateReader;
+use crate::plate::reader::{PlateRead, PlateReader};
 use crate::vision::{self, BBox};
 
 /// One labelled image.
@@ -80,6 +80,8 @@ pub struct Summary {
     pub p95_ms: f64,
     pub models: String,
     pub threads: usize,
+    /// The plate grammars in use.
+    pub regions: Vec<String>,
 }
 
 /// Reads every sample; `progress` is called after each.
@@ -94,9 +96,7 @@ pub fn evaluate(
         let t0 = Instant::now();
         let reads = reader.read(&img)?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let best = reads
-            .iter()
-            .max_by(|a, b| a.confidence.total_cmp(&b.confidence));
+        let best = PlateRead::best(&reads);
         let o = Outcome {
             image: s
                 .image
@@ -145,6 +145,7 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
         p95_ms: round(pct(0.95)),
         models: models.to_owned(),
         threads,
+        regions: Vec::new(),
     }
 }
 

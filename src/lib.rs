@@ -13,6 +13,7 @@ pub mod eval;
 pub mod event;
 pub mod logging;
 pub mod models;
+pub mod motion;
 pub mod pipeline;
 pub mod plate;
 pub mod qr;

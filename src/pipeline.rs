@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
-use crate::plate::reader::PlateReader;
+use crate::motion::{MotionConfig, MotionGate};
+use crate::plate::lane_view::{LaneView, LaneViewConfig};
+use crate::plate::reader::{PlateRead, PlateReader};
 use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
 use crate::qr::stage::{self as qr_stage, CameraQrConfig, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
@@ -20,9 +22,28 @@ use crate::yard::service::YardService;
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     pub frames: AtomicU64,
+    /// Frames the plate models ran on.
+    pub inferred: AtomicU64,
+    /// Frames the motion gate found still: the previous reads were reused.
+    pub still: AtomicU64,
     pub reads: AtomicU64,
     pub passages: AtomicU64,
     pub errors: AtomicU64,
+}
+
+impl PipelineStats {
+    /// The counters as the `pipeline` object of a camera in `…/status`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "frames": n(&self.frames),
+            "inferred": n(&self.inferred),
+            "still": n(&self.still),
+            "reads": n(&self.reads),
+            "passages": n(&self.passages),
+            "errors": n(&self.errors),
+        })
+    }
 }
 
 /// What a pipeline needs.
@@ -42,6 +63,10 @@ pub struct PipelineParts {
     pub yard: Option<YardLane>,
     /// QR decoding on this camera, if enabled: frames are offered to its own thread.
     pub qr: Option<(CameraQrConfig, Arc<QrStats>)>,
+    /// The lane's region of interest and minimum plate height.
+    pub view: LaneViewConfig,
+    /// When still frames may skip inference.
+    pub motion: MotionConfig,
 }
 
 /// A camera's part in a yard.
@@ -124,6 +149,9 @@ fn run(p: PipelineParts) {
     // Maps stream time to wall time for the passage's first_seen.
     let mut clock_ref: (f64, DateTime<Utc>) = (0.0, Utc::now());
     let mut frame_size = (1.0, 1.0);
+    let mut view = LaneView::new(p.view.clone(), 1, 1);
+    let mut gate = MotionGate::new(p.motion.clone());
+    let mut last_reads = Vec::new();
     loop {
         let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
             Taken::Frame(f) => f,
@@ -170,7 +198,7 @@ fn run(p: PipelineParts) {
             );
         }
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
-        let reads = match p.reader.lock().expect("reader lock").read(&frame.image) {
+        let reads = match read_lane(&p, &mut view, &mut gate, &frame, &mut last_reads) {
             Ok(r) => r,
             Err(e) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +226,27 @@ fn run(p: PipelineParts) {
         slot.close();
         let _ = handle.join();
     }
+}
+
+/// Reads the plates in the lane of one frame, or reuses the previous frame's reads when the
+/// motion gate finds the lane still (so tracks behave as if the frame had been read).
+fn read_lane(
+    p: &PipelineParts,
+    view: &mut LaneView,
+    gate: &mut MotionGate,
+    frame: &crate::source::Frame,
+    last_reads: &mut Vec<PlateRead>,
+) -> anyhow::Result<Vec<PlateRead>> {
+    let lane = view.cut(&frame.image)?;
+    if !gate.should_read(&lane, frame.t)? {
+        p.stats.still.fetch_add(1, Ordering::Relaxed);
+        return Ok(last_reads.clone());
+    }
+    p.stats.inferred.fetch_add(1, Ordering::Relaxed);
+    let reads = p.reader.lock().expect("reader lock").read(&lane)?;
+    let reads = view.place(reads);
+    last_reads.clone_from(&reads);
+    Ok(reads)
 }
 
 /// Hands a copy of the frame to the QR stage; returns whether a frame it had not taken yet was

@@ -136,13 +136,14 @@ pub fn warp_quad(frame: &Mat, quad: &[Point2f; 4]) -> Result<Mat> {
     Ok(out)
 }
 
-/// An axis-aligned crop grown by `pad` (fraction of each side), clamped to the frame; copied.
-pub fn crop_padded(frame: &Mat, b: &BBox, pad: f32) -> Result<Mat> {
+/// The part of `frame` inside `b` grown by `pad_x` and `pad_y` (fractions of the box's width and
+/// height on each side), clamped to the frame; copied (a plate crop is a few kilobytes).
+pub fn crop_padded(frame: &Mat, b: &BBox, pad_x: f32, pad_y: f32) -> Result<Mat> {
     let (fw, fh) = (frame.cols() as f32, frame.rows() as f32);
-    let x0 = (b.x - b.w * pad).clamp(0.0, fw - 1.0);
-    let y0 = (b.y - b.h * pad).clamp(0.0, fh - 1.0);
-    let x1 = (b.x + b.w * (1.0 + pad)).clamp(x0 + 1.0, fw);
-    let y1 = (b.y + b.h * (1.0 + pad)).clamp(y0 + 1.0, fh);
+    let x0 = (b.x - b.w * pad_x).clamp(0.0, fw - 1.0);
+    let y0 = (b.y - b.h * pad_y).clamp(0.0, fh - 1.0);
+    let x1 = (b.x + b.w * (1.0 + pad_x)).clamp(x0 + 1.0, fw);
+    let y1 = (b.y + b.h * (1.0 + pad_y)).clamp(y0 + 1.0, fh);
     let r = Rect::new(x0 as i32, y0 as i32, (x1 - x0) as i32, (y1 - y0) as i32);
     Ok(Mat::roi(frame, r)?.try_clone()?)
 }

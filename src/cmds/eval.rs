@@ -1,6 +1,6 @@
 //! `gatewatch eval`: measure accuracy and latency on labelled data.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use crate::config::PlateConfig;
 use crate::eval;
 use crate::models::{self, ModelSet};
-use crate::plate::grammar::Region;
+use crate::plate::grammar::{self, Region};
 use crate::plate::reader::{PlateReader, ReaderOptions};
 
 /// `gatewatch eval …`
@@ -28,6 +28,12 @@ pub enum EvalCmd {
         /// Only the first N images.
         #[arg(long)]
         limit: Option<usize>,
+        /// Plate grammars, as `plates.regions` in the config (default: the config default).
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// Longest side given to full-frame detectors, as `plates.detector_max_side`.
+        #[arg(long)]
+        detector_max_side: Option<u32>,
     },
     /// QR decoding over ZXing black-box folders (`N.png` + `N.txt`, also in subfolders); last
     /// stdout line is a JSON summary.
@@ -61,20 +67,31 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             threads,
             errors,
             limit,
+            regions,
+            detector_max_side,
         } => {
             let mut samples = eval::load_dataset(dataset)?;
             if let Some(n) = limit {
                 samples.truncate(*n);
             }
             let defaults = PlateConfig::default();
+            let names = if regions.is_empty() {
+                &defaults.regions
+            } else {
+                regions
+            };
+            let regions = names
+                .iter()
+                .map(|r| {
+                    Region::parse(r).with_context(|| {
+                        format!("unknown region {r:?}: allowed {}", grammar::REGION_NAMES)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let opts = ReaderOptions {
-                regions: defaults
-                    .regions
-                    .iter()
-                    .filter_map(|r| Region::parse(r))
-                    .collect(),
+                regions: regions.clone(),
                 min_confidence: defaults.min_confidence,
-                detector_max_side: defaults.detector_max_side,
+                detector_max_side: detector_max_side.unwrap_or(defaults.detector_max_side),
                 threads: *threads,
                 ..ReaderOptions::default()
             };
@@ -95,7 +112,8 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                     writeln!(f, "{}", serde_json::to_string(o)?)?;
                 }
             }
-            let summary = eval::summarise(&outcomes, set.as_str(), *threads);
+            let mut summary = eval::summarise(&outcomes, set.as_str(), *threads);
+            summary.regions = regions.iter().map(|r| r.as_str().to_owned()).collect();
             println!("{}", serde_json::to_string(&summary)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -17,6 +17,7 @@ use crate::pipeline::{self, PipelineParts, PipelineStats, YardLane};
 use crate::plate::grammar::Region;
 use crate::plate::reader::{PlateReader, ReaderOptions};
 use crate::plate::tracker::TrackerOptions;
+use crate::qr::stage::QrStats;
 use crate::source::camera::{self, CameraHealth, CameraOptions, FrameSlot};
 use crate::source::{capture, SourceSpec};
 use crate::yard::service::YardService;
@@ -95,16 +96,34 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .iter()
         .map(|c| (c.id.clone(), Arc::new(PipelineStats::default())))
         .collect();
+    let qr_stats: BTreeMap<String, Arc<QrStats>> = cameras
+        .iter()
+        .map(|c| (c.id.clone(), Arc::new(QrStats::default())))
+        .collect();
     let status: StatusFn = {
-        let (health, started_at, delivery) = (
+        let (health, stats, qr_stats, started_at, delivery) = (
             health.clone(),
+            stats.clone(),
+            qr_stats.clone(),
             format_ts(chrono::Utc::now()),
             delivery.clone(),
         );
+        let qr_on: std::collections::BTreeSet<String> = cameras
+            .iter()
+            .filter(|c| c.qr.is_some())
+            .map(|c| c.id.clone())
+            .collect();
         Arc::new(move || {
             let cams: serde_json::Map<String, serde_json::Value> = health
                 .iter()
-                .map(|(id, h)| (id.clone(), h.snapshot()))
+                .map(|(id, h)| {
+                    let mut cam = h.snapshot();
+                    cam["pipeline"] = stats[id].snapshot();
+                    if qr_on.contains(id) {
+                        cam["qr"] = qr_stats[id].snapshot();
+                    }
+                    (id.clone(), cam)
+                })
                 .collect();
             serde_json::json!({
                 "state": "online",
@@ -176,7 +195,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             events: events.clone(),
             stats: stats[&cam.id].clone(),
             latest: latest[&cam.id].clone(),
-            qr: cam.qr.clone().map(|c| (c, Default::default())),
+            qr: cam.qr.clone().map(|c| (c, qr_stats[&cam.id].clone())),
+            view: cam.lane_view(),
+            motion: cam.motion.clone(),
             yard: cam.yard.clone().map(|config| YardLane {
                 service: yards.clone(),
                 config,

@@ -2,7 +2,7 @@
 //! fixed-slot plate OCR. Both are MIT-licensed and live in `../shared/models/fast-alpr`; they read
 //! Latin plates only.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use opencv::core::{Mat, Rect, Scalar, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -130,9 +130,21 @@ impl CctRecogniser {
 
     /// Reads each BGR plate crop.
     pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
+        self.recognise_voted(crops, 1)
+    }
+
+    /// Reads consecutive groups of `views` crops of the same plate (e.g. the detector's box at a
+    /// few paddings) as one: each slot's probabilities are averaged over the group before the
+    /// argmax, so a character misread in one framing is outvoted by the others.
+    pub fn recognise_voted(&mut self, crops: &[Mat], views: usize) -> Result<Vec<TextRead>> {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
+        ensure!(
+            views > 0 && crops.len() % views == 0,
+            "{} crops do not split into groups of {views}",
+            crops.len()
+        );
         let per = (CCT_W * CCT_H * 3) as usize;
         self.input.clear();
         for crop in crops {
@@ -154,10 +166,26 @@ impl CctRecogniser {
                 CCT_ALPHABET.len()
             );
         }
+        let per_plate = slots * classes;
+        let mut mean = vec![0.0f32; per_plate];
         Ok(probs
-            .chunks_exact(slots * classes)
-            .map(|p| decode_slots(p, classes))
+            .chunks_exact(per_plate * views)
+            .map(|group| {
+                average_views(group, &mut mean);
+                decode_slots(&mean, classes)
+            })
             .collect())
+    }
+}
+
+/// Averages the views in `group` (consecutive blocks of `mean.len()` probabilities) into `mean`.
+fn average_views(group: &[f32], mean: &mut [f32]) {
+    let views = (group.len() / mean.len()) as f32;
+    mean.fill(0.0);
+    for view in group.chunks_exact(mean.len()) {
+        for (m, p) in mean.iter_mut().zip(view) {
+            *m += p / views;
+        }
     }
 }
 
@@ -200,5 +228,26 @@ mod tests {
         let r = decode_slots(&probs, classes);
         assert_eq!(r.text, "A1");
         assert!((r.confidence - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn views_vote_per_slot_before_the_argmax() {
+        let classes = CCT_ALPHABET.len();
+        let idx = |ch: u8| CCT_ALPHABET.iter().position(|&c| c == ch).unwrap();
+        // Three framings of a one-slot plate: two lean to 8, one is sure of B. Per-view argmax
+        // and a majority would agree here; the sum decides where they would not.
+        let mut group = vec![0.0f32; 3 * classes];
+        for (view, (b, eight)) in [(0.45, 0.55), (0.45, 0.55), (0.95, 0.05)]
+            .iter()
+            .enumerate()
+        {
+            group[view * classes + idx(b'B')] = *b;
+            group[view * classes + idx(b'8')] = *eight;
+        }
+        let mut mean = vec![0.0; classes];
+        average_views(&group, &mut mean);
+        let r = decode_slots(&mean, classes);
+        assert_eq!(r.text, "B", "mean B = 0.62 beats mean 8 = 0.38");
+        assert!((r.confidence - 0.6167).abs() < 1e-3);
     }
 }

@@ -22,6 +22,15 @@ pub enum Region {
     /// Mainland China: `桂A12345`, new-energy `粤BD12345` / `粤B12345D`.
     #[serde(rename = "CN")]
     Cn,
+    /// United States: 5-8 of A-Z0-9, vanity plates of letters only included. The letter O is read
+    /// as the digit 0: most states print them alike and registries treat them as one.
+    #[serde(rename = "US")]
+    Us,
+    /// Europe: 5-9 of A-Z0-9 (letters-only custom plates included); reads that nearly fit a
+    /// national format with fixed letter and digit positions (SK/HR `BA302OZ`, HR `ZG1234AB`,
+    /// UK `AB12CDE`) are repaired to fit it.
+    #[serde(rename = "EU")]
+    Eu,
     /// Anything plate-like: 5-10 of A-Z0-9 with at least one digit.
     #[serde(rename = "generic")]
     Generic,
@@ -33,6 +42,8 @@ impl Region {
         match s.to_ascii_lowercase().as_str() {
             "vn" => Some(Region::Vn),
             "cn" => Some(Region::Cn),
+            "us" => Some(Region::Us),
+            "eu" => Some(Region::Eu),
             "generic" => Some(Region::Generic),
             _ => None,
         }
@@ -43,10 +54,21 @@ impl Region {
         match self {
             Region::Vn => "VN",
             Region::Cn => "CN",
+            Region::Us => "US",
+            Region::Eu => "EU",
             Region::Generic => "generic",
         }
     }
+
+    /// Whether the grammar fixes the plate's layout (the province, series and number positions),
+    /// so a read it accepts is very likely a plate and not other text.
+    pub fn is_strict(self) -> bool {
+        matches!(self, Region::Vn | Region::Cn)
+    }
 }
+
+/// The names accepted in `plates.regions`.
+pub const REGION_NAMES: &str = "VN, CN, US, EU, generic";
 
 /// A text accepted as a plate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +97,19 @@ static CN: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 static GENERIC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,10}$").unwrap());
+static US: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,8}$").unwrap());
+static EU: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,9}$").unwrap());
+/// A camera's date overlay read as text (`20140430`, `2014050S`): year 1990-2039 and a month.
+static DATE_STAMP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:19[9][0-9]|20[0-3][0-9])(?:0[1-9]|1[0-2])").unwrap());
+
+/// US state names a reader picks up from the plate's own header; never a plate on their own.
+const US_STATE_WORDS: &[&str] = &[
+    "ALABAMA", "ALASKA", "ARIZONA", "ARKANSAS", "COLORADO", "DELAWARE", "FLORIDA", "GEORGIA",
+    "HAWAII", "IDAHO", "ILLINOIS", "INDIANA", "KANSAS", "KENTUCKY", "MAINE", "MARYLAND",
+    "MICHIGAN", "MISSOURI", "MONTANA", "NEBRASKA", "NEVADA", "NEWYORK", "OKLAHOMA", "OREGON",
+    "TEXAS", "VERMONT", "VIRGINIA", "WYOMING",
+];
 
 /// Upper-cases, folds full-width forms and drops everything but A-Z, 0-9 and CJK characters.
 pub fn normalise(raw: &str) -> String {
@@ -111,11 +146,11 @@ pub fn has_cn_province(text: &str) -> bool {
 pub fn classify(text: &str, regions: &[Region]) -> Option<PlateMatch> {
     let norm = normalise(text);
     for &region in regions {
-        if matches(region, &norm) {
+        if let Some(plate) = fit(region, &norm) {
             return Some(PlateMatch {
-                plate: norm,
+                repaired: plate != norm,
+                plate,
                 region,
-                repaired: false,
             });
         }
     }
@@ -131,12 +166,113 @@ pub fn classify(text: &str, regions: &[Region]) -> Option<PlateMatch> {
     None
 }
 
+/// The plate `norm` is under `region` as read, or after the region's own folding (US O→0) and
+/// national-format repair (EU), which are part of reading such plates rather than guesses.
+fn fit(region: Region, norm: &str) -> Option<String> {
+    match region {
+        Region::Us => {
+            let folded = norm.replace('O', "0");
+            matches(region, &folded).then_some(folded)
+        }
+        Region::Eu => {
+            if !matches(region, norm) {
+                return None;
+            }
+            // A read without digits or without letters is a custom plate, not a near miss of a
+            // national format.
+            let mixed = norm.chars().any(|c| c.is_ascii_digit())
+                && norm.chars().any(|c| c.is_ascii_uppercase());
+            let repaired = mixed
+                .then(|| repair_to_format(norm, EU_FORMATS, 1))
+                .flatten();
+            Some(repaired.unwrap_or_else(|| norm.to_owned()))
+        }
+        _ => matches(region, norm).then(|| norm.to_owned()),
+    }
+}
+
 fn matches(region: Region, norm: &str) -> bool {
+    let has_digit = || norm.chars().any(|c| c.is_ascii_digit());
+    let not_a_date = || !DATE_STAMP.is_match(norm);
     match region {
         Region::Vn => VN.is_match(norm),
         Region::Cn => CN.is_match(norm),
-        Region::Generic => GENERIC.is_match(norm) && norm.chars().any(|c| c.is_ascii_digit()),
+        Region::Us => US.is_match(norm) && not_a_date() && !US_STATE_WORDS.contains(&norm),
+        Region::Eu => EU.is_match(norm) && not_a_date(),
+        Region::Generic => GENERIC.is_match(norm) && has_digit() && not_a_date(),
     }
+}
+
+/// European national formats with fixed letter (`L`) and digit (`D`) positions.
+/// Only one character may be changed: formats of other countries share these lengths (Poland's
+/// `WA56660` is two look-alikes from the Slovak `WA566GO`, Czechia's `1B80338` one from nothing
+/// listed here), and a measured second change bent more correct reads than it fixed.
+const EU_FORMATS: &[&str] = &[
+    "LLDDDLL",  // Slovakia, Croatia (3-digit)
+    "LLDDDDLL", // Croatia (4-digit)
+    "LLDDLLL",  // United Kingdom
+];
+
+/// Rewrites look-alike characters so `norm` fits one of `formats`, changing at most
+/// `max_changes` characters and preferring the format that needs the fewest; `None` when no format
+/// fits or `norm` already fits one as read.
+fn repair_to_format(norm: &str, formats: &[&str], max_changes: usize) -> Option<String> {
+    let chars: Vec<char> = norm.chars().collect();
+    let mut best: Option<(usize, String)> = None;
+    for format in formats {
+        if format.len() != chars.len() {
+            continue;
+        }
+        let mut changes = 0;
+        let fixed: Option<String> = chars
+            .iter()
+            .zip(format.chars())
+            .map(|(&c, slot)| {
+                let out = match slot {
+                    'D' if c.is_ascii_digit() => Some(c),
+                    'D' => look_alike_digit(c),
+                    _ if c.is_ascii_uppercase() => Some(c),
+                    _ => look_alike_letter(c),
+                }?;
+                changes += usize::from(out != c);
+                Some(out)
+            })
+            .collect();
+        match fixed {
+            Some(_) if changes == 0 => return None,
+            Some(f) if changes <= max_changes && best.as_ref().is_none_or(|b| changes < b.0) => {
+                best = Some((changes, f))
+            }
+            _ => {}
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+/// The digit a letter is confused with when glyphs are alike in plate fonts (narrower than the VN
+/// repair map: European formats put letters and digits next to each other).
+fn look_alike_digit(c: char) -> Option<char> {
+    Some(match c {
+        'O' | 'Q' | 'D' => '0',
+        'I' => '1',
+        'Z' => '2',
+        'S' => '5',
+        'G' => '6',
+        'B' => '8',
+        _ => return None,
+    })
+}
+
+fn look_alike_letter(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'O',
+        '1' => 'I',
+        '2' => 'Z',
+        '5' => 'S',
+        '6' => 'G',
+        '8' => 'B',
+        _ => return None,
+    })
 }
 
 /// Slot classes of a template: digit only, letter only, or either.
@@ -158,7 +294,7 @@ fn repair(region: Region, norm: &str) -> Option<String> {
             &[Digit, Digit, Letter, Any, Digit, Digit, Digit, Digit],
             &[Digit, Digit, Letter, Any, Digit, Digit, Digit, Digit, Digit],
         ],
-        Region::Cn | Region::Generic => return None,
+        Region::Cn | Region::Us | Region::Eu | Region::Generic => return None,
     };
     let chars: Vec<char> = norm.chars().collect();
     for template in templates {
@@ -276,6 +412,50 @@ mod tests {
     }
 
     #[test]
+    fn us_plates_read_o_as_zero_and_accept_vanity_letters() {
+        let m = classify("HL0-KTY1", &[Region::Us]).unwrap();
+        assert_eq!((m.plate.as_str(), m.repaired), ("HL0KTY1", false));
+        let m = classify("CHOP8Y", &[Region::Us]).unwrap();
+        assert_eq!((m.plate.as_str(), m.repaired), ("CH0P8Y", true));
+        assert_eq!(classify("FZRULZ", &[Region::Us]).unwrap().plate, "FZRULZ");
+        // The state name printed on the plate is not a plate; neither is a 3-letter fragment.
+        assert!(classify("TEXAS", &[Region::Us]).is_none());
+        assert!(classify("ABC", &[Region::Us]).is_none());
+    }
+
+    #[test]
+    fn eu_reads_are_repaired_to_a_national_format_with_few_changes() {
+        for (raw, want) in [
+            ("BA 3020Z", "BA302OZ"), // SK: letters after the digits
+            ("RK-708-A1", "RK708AI"),
+            ("ZG 12B4-AB", "ZG1284AB"), // HR 4-digit
+            ("AB12 CDE", "AB12CDE"),    // UK, as read
+            ("4B04979", "4B04979"),     // CZ: position 3 may be either, nothing to repair
+            ("GWAGEN", "GWAGEN"),       // custom plate
+            ("KMBORAK", "KMBORAK"),     // custom plate: not bent into UK's KM80RAK
+            ("WA56660", "WA56660"),     // PL as read: not bent into SK's WA566GO
+            ("1B80338", "1B80338"),     // CZ as read
+        ] {
+            let m = classify(raw, &[Region::Eu]).unwrap_or_else(|| panic!("{raw}"));
+            assert_eq!(m.plate, want, "{raw}");
+        }
+        // Two look-alikes away from any format: kept as read, not bent into one.
+        assert_eq!(classify("B8Z050Z", &[Region::Eu]).unwrap().plate, "B8Z050Z");
+    }
+
+    #[test]
+    fn camera_date_overlays_are_not_plates() {
+        for region in [Region::Generic, Region::Us, Region::Eu] {
+            for text in ["20140430", "2014050", "2014050S", "199912"] {
+                assert!(classify(text, &[region]).is_none(), "{text} {region:?}");
+            }
+        }
+        // A Vietnamese plate of province 20 is not a date.
+        assert!(classify("20A12345", &[Region::Vn, Region::Generic]).is_some());
+        assert!(classify("2099123", &[Region::Generic]).is_some());
+    }
+
+    #[test]
     fn normalise_folds_full_width_and_drops_separators() {
         assert_eq!(normalise("ｂ５１Ａ－１２"), "B51A12");
         assert_eq!(normalise(" 桂a·12 345 "), "桂A12345");
@@ -311,11 +491,13 @@ mod tests {
         }
 
         #[test]
-        fn classify_is_idempotent_on_its_output(s in "\\PC{0,14}") {
-            if let Some(m) = classify(&s, ALL) {
-                let again = classify(&m.plate, ALL).unwrap();
-                prop_assert_eq!(again.plate, m.plate);
-                prop_assert!(!again.repaired);
+        fn classify_is_idempotent_on_its_output(s in "\\PC{0,14}|[A-Z0-9 -]{4,10}") {
+            for regions in [ALL, &[Region::Us][..], &[Region::Eu][..]] {
+                if let Some(m) = classify(&s, regions) {
+                    let again = classify(&m.plate, regions).unwrap();
+                    prop_assert_eq!(again.plate, m.plate);
+                    prop_assert!(!again.repaired);
+                }
             }
         }
     }

@@ -28,6 +28,33 @@ pub struct PlateRead {
     pub bbox: BBox,
 }
 
+impl PlateRead {
+    /// How plate-like the read is, before confidence: a strict grammar (VN, CN) or a mix of
+    /// letters and digits beats all-digit or all-letter text (phone numbers, signs, a word), so
+    /// the best read of a frame is the likeliest plate rather than the crispest text.
+    pub fn plausibility(&self) -> u8 {
+        // Judged on the text as read, before a grammar's folding (US O→0).
+        let as_read = grammar::normalise(&self.raw);
+        let letters = as_read.chars().any(|c| c.is_ascii_uppercase());
+        let digits = as_read.chars().any(|c| c.is_ascii_digit());
+        if self.region.is_strict() || (letters && digits) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The read a caller should take when it may take only one: most plausible, then most
+    /// confident.
+    pub fn best(reads: &[PlateRead]) -> Option<&PlateRead> {
+        reads.iter().max_by(|a, b| {
+            a.plausibility()
+                .cmp(&b.plausibility())
+                .then(a.confidence.total_cmp(&b.confidence))
+        })
+    }
+}
+
 /// Reader settings taken from the config.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
@@ -71,6 +98,8 @@ pub struct PlateReader {
     latin: Option<LatinRecogniser>,
     /// PP-OCRv4: reads CJK (Chinese province characters).
     cjk: TextRecogniser,
+    /// A second Latin recogniser asked when the first is unsure (fast-alpr set: PP-OCRv6).
+    second_opinion: Option<TextRecogniser>,
     opts: ReaderOptions,
 }
 
@@ -118,11 +147,16 @@ impl PlateReader {
                 None,
             ),
         };
+        let second_opinion = match set {
+            ModelSet::FastAlpr => Some(TextRecogniser::new(open("ppocr_v6_rec_small.onnx")?)?),
+            _ => None,
+        };
         Ok(Self {
             set,
             detector,
             latin,
             cjk,
+            second_opinion,
             opts,
         })
     }
@@ -149,6 +183,9 @@ impl PlateReader {
                     lines_q.push(bbox);
                 }
                 let reads = self.read_lines(&crops)?;
+                for (b, r) in lines_q.iter().zip(&reads) {
+                    tracing::trace!(text = %r.text, confidence = r.confidence, ?b, "text line");
+                }
                 let lines = lines_q
                     .into_iter()
                     .zip(reads)
@@ -158,17 +195,34 @@ impl PlateReader {
             }
             Detector::Yolo(det) => {
                 let boxes = det.detect(frame)?;
-                let crops = boxes
-                    .iter()
-                    .map(|b| vision::crop_padded(frame, &b.bbox, 0.0))
-                    .collect::<Result<Vec<_>>>()?;
+                let views = CROP_VIEWS;
+                let mut crops = Vec::with_capacity(boxes.len() * views.len());
+                for b in &boxes {
+                    for &(px, py) in &views {
+                        crops.push(vision::crop_padded(frame, &b.bbox, px, py)?);
+                    }
+                }
                 let mut out = Vec::new();
                 let latin = match &mut self.latin {
-                    Some(LatinRecogniser::Cct(r)) => r.recognise(&crops)?,
+                    Some(LatinRecogniser::Cct(r)) => r.recognise_voted(&crops, views.len())?,
                     _ => unreachable!("fast-alpr set always has CCT"),
                 };
-                for ((b, crop), read) in boxes.iter().zip(&crops).zip(latin) {
+                let exact_crops = crops.iter().step_by(views.len());
+                for ((b, crop), read) in boxes.iter().zip(exact_crops).zip(latin) {
                     let mut best = self.accept(&read.text, read.confidence, b.bbox);
+                    let unsure = best
+                        .as_ref()
+                        .is_none_or(|r| r.confidence < SECOND_OPINION_BELOW);
+                    if unsure {
+                        if let Some(rec) = &mut self.second_opinion {
+                            let other = read_plate_rows(rec, crop)?;
+                            if let Some(r) = self.accept(&other.text, other.confidence, b.bbox) {
+                                if best.as_ref().is_none_or(|b| r.confidence > b.confidence) {
+                                    best = Some(r);
+                                }
+                            }
+                        }
+                    }
                     if self.opts.regions.contains(&Region::Cn) {
                         // CCT has no CJK characters: a Chinese plate needs PP-OCRv4.
                         let cjk = read_plate_rows(&mut self.cjk, crop)?;
@@ -198,11 +252,15 @@ impl PlateReader {
     /// Reads text-line crops with both recognisers: the CJK reading wins when it holds a Chinese
     /// province character, else the Latin one (measured best policy at a mixed border).
     fn read_lines(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
-        let cjk = self.cjk.recognise(crops)?;
         let latin = match &mut self.latin {
             Some(LatinRecogniser::PpOcr(r)) => r.recognise(crops)?,
-            _ => return Ok(cjk),
+            _ => return self.cjk.recognise(crops),
         };
+        if !self.opts.regions.contains(&Region::Cn) {
+            // No Chinese plates configured: a province character would be a misread emblem.
+            return Ok(latin);
+        }
+        let cjk = self.cjk.recognise(crops)?;
         Ok(cjk
             .into_iter()
             .zip(latin)
@@ -225,7 +283,7 @@ impl PlateReader {
             .regions
             .iter()
             .copied()
-            .filter(|r| *r != Region::Generic)
+            .filter(|r| r.is_strict())
             .collect();
         for i in 0..lines.len() {
             for j in 0..lines.len() {
@@ -262,6 +320,19 @@ impl PlateReader {
             return None;
         }
         let m = classify(text, &self.opts.regions)?;
+        // Without a plate detector, text of letters only is far more often a word on the car
+        // (make, dealer, a sign) than a custom plate.
+        let words_possible = !matches!(self.detector, Detector::Text(_));
+        // (Judged on the text as read: the US grammar's O→0 folding must not turn `METRO` into a
+        // plate.)
+        let as_read = grammar::normalise(text);
+        if !words_possible
+            && !as_read
+                .chars()
+                .any(|c| c.is_ascii_digit() || grammar::is_cjk(c))
+        {
+            return None;
+        }
         Some(PlateRead {
             plate: m.plate,
             raw: text.to_owned(),
@@ -272,6 +343,18 @@ impl PlateReader {
     }
 }
 
+/// The framings of a detected plate box that are read and voted over: (horizontal, vertical)
+/// padding as fractions of the box, the box itself first. Measured with `eval plates` on the
+/// shared US and EU photos (fast-alpr set): the box alone 0.838 / 0.833, these three 0.905 / 0.935,
+/// five framings one image more for two more recogniser runs per plate.
+const CROP_VIEWS: [(f32, f32); 3] = [(0.0, 0.0), (0.04, 0.08), (0.08, 0.16)];
+
+/// Below this confidence (or when its read fits no grammar) the first recogniser's read of a plate
+/// detector's box is checked by the second one, and the more confident accepted read wins.
+/// Measured (`eval plates`, fast-alpr set, US+EU photos): never 0.915 overall, below 0.8 0.918,
+/// below 0.95 0.924, always 0.924 at twice the median time.
+const SECOND_OPINION_BELOW: f32 = 0.95;
+
 /// Drops generic reads that sit close to a clearly taller read: on a plate the number is the
 /// tallest text, so nearby smaller text (registration stickers, dates, dealer frames) is not the
 /// plate. Reads of a specific grammar (VN, CN) are kept.
@@ -279,8 +362,12 @@ fn suppress_small_text_near_plates(reads: Vec<PlateRead>) -> Vec<PlateRead> {
     let keep: Vec<bool> = reads
         .iter()
         .map(|r| {
-            r.region != Region::Generic
+            r.region.is_strict()
                 || !reads.iter().any(|o| {
+                    // Only a read at least as plate-like may push another aside.
+                    if o.plausibility() < r.plausibility() {
+                        return false;
+                    }
                     let (cx, cy) = (r.bbox.x + r.bbox.w / 2.0, r.bbox.y + r.bbox.h / 2.0);
                     let (ox, oy) = (o.bbox.x + o.bbox.w / 2.0, o.bbox.y + o.bbox.h / 2.0);
                     let near = (cx - ox).abs() < o.bbox.w.max(r.bbox.w)
@@ -365,6 +452,33 @@ mod tests {
         assert_eq!(
             plates,
             [("ABC1234", 100.0), ("20140430", 900.0), ("51A12345", 100.0)]
+        );
+    }
+
+    #[test]
+    fn the_best_read_is_the_most_plate_like_then_the_most_confident() {
+        let mut word = read("SP0RT", Region::Us, 100.0, 60.0);
+        word.raw = "SPORT".into();
+        word.confidence = 1.0;
+        let mut plate = read("HL0KTY1", Region::Us, 170.0, 40.0);
+        plate.raw = "HLOKTY1".into();
+        plate.confidence = 0.8;
+        let phone = read("3148455900", Region::Generic, 300.0, 40.0);
+        assert_eq!(
+            word.plausibility(),
+            1,
+            "letters only as read, O folded or not"
+        );
+        assert_eq!(phone.plausibility(), 1);
+        assert_eq!(plate.plausibility(), 2);
+        let reads = [word.clone(), phone.clone(), plate.clone()];
+        assert_eq!(PlateRead::best(&reads).unwrap().plate, "HL0KTY1");
+        // A taller word next to the plate does not push the plate aside.
+        let kept = suppress_small_text_near_plates(vec![word, plate]);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            PlateRead::best(std::slice::from_ref(&phone)).unwrap().plate,
+            phone.plate
         );
     }
 

@@ -148,6 +148,19 @@ pub struct QrStats {
     pub failures: AtomicU64,
 }
 
+impl QrStats {
+    /// The counters as the `qr` object of a camera in `…/status`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "scanned": n(&self.scanned),
+            "skipped": n(&self.skipped),
+            "events": n(&self.events),
+            "failures": n(&self.failures),
+        })
+    }
+}
+
 /// What the QR stage needs.
 pub struct QrStageParts {
     pub camera: String,

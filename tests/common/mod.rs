@@ -338,3 +338,25 @@ impl Drop for Running {
         }
     }
 }
+
+/// Publishes hub commands to `gatewatch/test/box1/cmd/<name>`.
+pub struct Publisher {
+    client: rumqttc::Client,
+}
+
+impl Publisher {
+    pub fn new(port: u16) -> Publisher {
+        let mut opts = rumqttc::MqttOptions::new("test-hub", "127.0.0.1", port);
+        // Large enough to send the oversized command the box must refuse.
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 100);
+        std::thread::spawn(move || for _ in conn.iter() {});
+        Publisher { client }
+    }
+    pub fn send(&self, name: &str, payload: impl Into<Vec<u8>>) {
+        let topic = format!("gatewatch/test/box1/cmd/{name}");
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .unwrap();
+    }
+}
