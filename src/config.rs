@@ -49,6 +49,10 @@ pub struct RuntimeConfig {
     /// Intra-op threads per model session (1 is fastest on a loaded 2-core box).
     #[serde(default = "one")]
     pub threads: usize,
+    /// Copies of the model set loaded; cameras take turns on a copy. 0 = one per camera, at most
+    /// one per CPU core.
+    #[serde(default)]
+    pub readers: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -56,6 +60,7 @@ impl Default for RuntimeConfig {
         Self {
             onnxruntime: None,
             threads: one(),
+            readers: 0,
         }
     }
 }

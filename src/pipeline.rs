@@ -10,10 +10,11 @@ use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
 use crate::motion::{MotionConfig, MotionGate};
 use crate::plate::lane_view::{LaneView, LaneViewConfig};
 use crate::plate::reader::{PlateRead, PlateReader};
-use crate::plate::tracker::{Passage, Tracker, TrackerOptions};
+use crate::plate::tracker::{ClosedTrack, Passage, Tracker, TrackerOptions};
 use crate::qr::stage::{self as qr_stage, CameraQrConfig, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
+use crate::vision::BBox;
 use crate::yard::config::{entering, CameraYardConfig, LaneRole};
 use crate::yard::engine::{Direction, PassageInput};
 use crate::yard::service::YardService;
@@ -46,6 +47,24 @@ impl PipelineStats {
     }
 }
 
+/// Per-stage latencies (milliseconds) of every frame, recorded for benchmarks only.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    /// Cutting the lane out and the motion gate's decision.
+    pub gate: Mutex<Vec<f32>>,
+    /// The plate models on frames that were read.
+    pub read: Mutex<Vec<f32>>,
+    /// Tracking and event emission.
+    pub track: Mutex<Vec<f32>>,
+}
+
+impl StageTimes {
+    fn record(slot: &Mutex<Vec<f32>>, since: std::time::Instant) {
+        let ms = since.elapsed().as_secs_f32() * 1000.0;
+        slot.lock().expect("stage times lock").push(ms);
+    }
+}
+
 /// What a pipeline needs.
 pub struct PipelineParts {
     pub camera: String,
@@ -67,6 +86,8 @@ pub struct PipelineParts {
     pub view: LaneViewConfig,
     /// When still frames may skip inference.
     pub motion: MotionConfig,
+    /// Where to record per-stage latencies, if anywhere.
+    pub timings: Option<Arc<StageTimes>>,
 }
 
 /// A camera's part in a yard.
@@ -78,7 +99,7 @@ pub struct YardLane {
 impl YardLane {
     /// Counts a passage: its direction comes from the lane's role, or for `both` from the plate's
     /// motion across the gate line (`frame` is the frame size in pixels).
-    fn count(&self, p: &PipelineParts, pass: &Passage, frame: (f64, f64), at: DateTime<Utc>) {
+    fn count(&self, p: &PipelineParts, pass: &ClosedTrack, frame: (f64, f64), at: DateTime<Utc>) {
         let c = &self.config;
         let direction = match c.role {
             LaneRole::Entry => Some(Direction::Entry),
@@ -101,13 +122,13 @@ impl YardLane {
             }
         };
         let Some(direction) = direction else {
-            tracing::warn!(camera = %p.camera, plate = %pass.plate, "passage not counted in the yard: it did not move across the gate line far enough to tell its direction");
+            tracing::warn!(camera = %p.camera, plate = ?pass.plate, "passage not counted in the yard: it did not move across the gate line far enough to tell its direction");
             return;
         };
         self.service.passage(
             &c.id,
             PassageInput {
-                plate: Some(pass.plate.clone()),
+                plate: pass.plate.clone(),
                 direction,
                 camera: p.camera.clone(),
                 lane: p.lane.clone(),
@@ -151,7 +172,7 @@ fn run(p: PipelineParts) {
     let mut frame_size = (1.0, 1.0);
     let mut view = LaneView::new(p.view.clone(), 1, 1);
     let mut gate = MotionGate::new(p.motion.clone());
-    let mut last_reads = Vec::new();
+    let mut last_reads = (Vec::new(), Vec::new());
     loop {
         let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
             Taken::Frame(f) => f,
@@ -160,20 +181,16 @@ fn run(p: PipelineParts) {
                 if p.live {
                     let t = process_clock();
                     let wall = Utc::now();
-                    emit(&p, tracker.update(t, &[]), (t, wall), wall, frame_size);
+                    emit(&p, tracker.update(t, &[]), (t, wall), wall);
+                    count_closed(&p, &mut tracker, (t, wall), frame_size);
                 }
                 continue;
             }
         };
         if frame.t < last_t {
             // A recorded stream started over: close what the previous run left open.
-            emit(
-                &p,
-                tracker.flush(),
-                clock_ref,
-                frame.captured_at,
-                frame_size,
-            );
+            emit(&p, tracker.flush(), clock_ref, frame.captured_at);
+            count_closed(&p, &mut tracker, clock_ref, frame_size);
         }
         if frame.t < next_qr_t - 1.0 {
             next_qr_t = f64::NEG_INFINITY; // the stream started over
@@ -198,7 +215,8 @@ fn run(p: PipelineParts) {
             );
         }
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
-        let reads = match read_lane(&p, &mut view, &mut gate, &frame, &mut last_reads) {
+        let lane = read_lane(&p, &mut view, &mut gate, &frame, &mut last_reads);
+        let (reads, unread) = match lane {
             Ok(r) => r,
             Err(e) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -212,16 +230,21 @@ fn run(p: PipelineParts) {
         for r in &reads {
             tracing::debug!(camera = %p.camera, plate = %r.plate, confidence = r.confidence, t = frame.t, "plate read");
         }
+        let t_track = std::time::Instant::now();
         emit(
             &p,
-            tracker.update(frame.t, &reads),
+            tracker.update_with_unread(frame.t, &reads, &unread),
             clock_ref,
             frame.captured_at,
-            frame_size,
         );
+        count_closed(&p, &mut tracker, clock_ref, frame_size);
+        if let Some(t) = &p.timings {
+            StageTimes::record(&t.track, t_track);
+        }
         *p.latest.lock().expect("latest frame lock") = Some(frame.image);
     }
-    emit(&p, tracker.flush(), clock_ref, Utc::now(), frame_size);
+    emit(&p, tracker.flush(), clock_ref, Utc::now());
+    count_closed(&p, &mut tracker, clock_ref, frame_size);
     if let Some((slot, handle, _)) = qr {
         slot.close();
         let _ = handle.join();
@@ -235,16 +258,29 @@ fn read_lane(
     view: &mut LaneView,
     gate: &mut MotionGate,
     frame: &crate::source::Frame,
-    last_reads: &mut Vec<PlateRead>,
-) -> anyhow::Result<Vec<PlateRead>> {
+    last_reads: &mut (Vec<PlateRead>, Vec<BBox>),
+) -> anyhow::Result<(Vec<PlateRead>, Vec<BBox>)> {
+    let t_gate = std::time::Instant::now();
     let lane = view.cut(&frame.image)?;
-    if !gate.should_read(&lane, frame.t)? {
+    let read = gate.should_read(&lane, frame.t)?;
+    if let Some(t) = &p.timings {
+        StageTimes::record(&t.gate, t_gate);
+    }
+    if !read {
         p.stats.still.fetch_add(1, Ordering::Relaxed);
         return Ok(last_reads.clone());
     }
     p.stats.inferred.fetch_add(1, Ordering::Relaxed);
-    let reads = p.reader.lock().expect("reader lock").read(&lane)?;
-    let reads = view.place(reads);
+    let t_read = std::time::Instant::now();
+    let (reads, unread) = {
+        let mut reader = p.reader.lock().expect("reader lock");
+        let reads = reader.read(&lane)?;
+        (reads, view.place_boxes(reader.unread()))
+    };
+    if let Some(t) = &p.timings {
+        StageTimes::record(&t.read, t_read);
+    }
+    let reads = (view.place(reads), unread);
     last_reads.clone_from(&reads);
     Ok(reads)
 }
@@ -271,7 +307,6 @@ fn emit(
     passages: Vec<Passage>,
     clock_ref: (f64, DateTime<Utc>),
     at: DateTime<Utc>,
-    frame_size: (f64, f64),
 ) {
     for pass in passages {
         let first_seen = clock_ref.1
@@ -298,9 +333,23 @@ fn emit(
                 tracing::error!(camera = %p.camera, plate = %pass.plate, error = %e, "plate event not stored (counted in status)");
             }
         }
-        // The vehicle passed whether or not its plate event could be stored.
-        if let Some(y) = &p.yard {
-            y.count(p, &pass, frame_size, at);
-        }
+    }
+}
+
+/// Counts the vehicles whose tracks ended in the camera's yard, if it has one. A track is counted
+/// when it ends, not when its plate is first published: only then is its whole motion across a
+/// `both` gate line known, and a vehicle whose plate was never read counts too (`plate: null`).
+fn count_closed(
+    p: &PipelineParts,
+    tracker: &mut Tracker,
+    clock_ref: (f64, DateTime<Utc>),
+    frame_size: (f64, f64),
+) {
+    let closed = tracker.take_closed();
+    let Some(y) = &p.yard else { return };
+    for track in closed {
+        let last_seen = clock_ref.1
+            - ChronoDuration::milliseconds(((clock_ref.0 - track.last_seen) * 1000.0) as i64);
+        y.count(p, &track, frame_size, last_seen.min(clock_ref.1));
     }
 }

@@ -275,3 +275,86 @@ inside = [0.5, 0.9]
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
+
+/// One `both` camera on a yard: the clip's vehicles drive up the frame across a gate line at
+/// 60 % height, towards the yard's side at the top. `extra` goes into the config's top level.
+fn both_lane_config(dir: &Path, port: u16, url: &str, top: &str) -> std::path::PathBuf {
+    let path = dir.join("gatewatch.toml");
+    let text = format!(
+        "site = \"test\"\ndevice = \"box1\"\nstate_dir = \"{}\"\n{top}\n[mqtt]\nhost = \"127.0.0.1\"\ntransport = \"tcp\"\nport = {port}\n[plates]\nconfirm_frames = 3\nlost_after_s = 1.0\n[[yard]]\nid = \"yard-a\"\ncapacity = 10\n[[camera]]\nid = \"gate\"\nlane = \"gate-1\"\nurl = \"{url}\"\nfps = 5.0\nhandoff = \"every\"\nat_end = \"stop\"\n[camera.yard]\nid = \"yard-a\"\nrole = \"both\"\nline = [0.0, 0.6, 1.0, 0.6]\ninside = [0.5, 0.1]\n",
+        dir.join("state").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_both_lane_takes_the_direction_from_the_whole_track() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let url = frames(dir.path(), "up", &["51A12345", "15C04567"]);
+    // Each plate is published after 3 reads, before it reaches the line; the yard must still see
+    // it cross, from the track's first box to its last.
+    run_to_end(&both_lane_config(dir.path(), broker.port, &url, ""));
+    assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) >= 2));
+    let events = yard_events(&sub);
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["plate"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("entry", "51A12345"), ("entry", "15C04567")]);
+    assert_eq!(occupancy(&sub)["occupied"], 2);
+}
+
+#[test]
+fn a_vehicle_whose_plate_cannot_be_read_still_counts() {
+    if shared_dir("models/fast-alpr").is_none() {
+        return; // the plate detector (which sees plates it cannot read) is the fast-alpr set's
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    // A readable plate, then a plate whose text fits no grammar (letters only, four of them).
+    let mut plates: Vec<_> = demo_plates().into_iter().take(1).collect();
+    plates.push(gatewatch::demo::DemoPlate {
+        lines: vec!["QX-ZW"],
+        expected: "",
+        ..plates[0].clone()
+    });
+    let out = dir.path().join("unread");
+    Renderer::with_plates(ClipSpec::default(), plates)
+        .unwrap()
+        .write_frames(&out)
+        .unwrap();
+    let url = format!("folder:{}", out.display());
+    run_to_end(&both_lane_config(
+        dir.path(),
+        broker.port,
+        &url,
+        "[models]\nset = \"fast-alpr\"",
+    ));
+    assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) >= 2));
+    let events = yard_events(&sub);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (events[0]["kind"].as_str(), events[0]["plate"].as_str()),
+        (Some("entry"), Some("51A12345"))
+    );
+    assert_eq!(events[1]["kind"], "entry");
+    assert!(events[1]["plate"].is_null(), "{}", events[1]);
+    for e in &events {
+        assert_valid("yard.v1.json", e);
+    }
+    let occ = occupancy(&sub);
+    assert_eq!(
+        (occ["occupied"].as_i64(), occ["free"].as_i64()),
+        (Some(2), Some(8))
+    );
+    // No plate event for the unread vehicle.
+    assert_eq!(plates_of(&sub), ["51A12345"]);
+}
+
+fn plates_of(sub: &Subscriber) -> Vec<String> {
+    plates(&sub.on("/events/plate"))
+}

@@ -33,16 +33,23 @@ pub enum BenchCmd {
         #[arg(long)]
         direct: bool,
     },
+    /// Run the cameras and plate pipelines of `run` on a paced video for a while, without a
+    /// broker, and print one JSON line: frames sustained, CPU, peak memory, per-stage latency
+    /// percentiles and, on the rendered demo clip, passages read right.
+    Pipeline(super::bench_pipeline::PipelineBenchArgs),
 }
 
 pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
-    let BenchCmd::Delivery {
-        config,
-        events: n,
-        rate,
-        wait_s,
-        direct,
-    } = cmd;
+    let (config, n, rate, wait_s, direct) = match cmd {
+        BenchCmd::Pipeline(args) => return super::bench_pipeline::run(args),
+        BenchCmd::Delivery {
+            config,
+            events,
+            rate,
+            wait_s,
+            direct,
+        } => (config, events, rate, wait_s, direct),
+    };
     let cfg = Config::load(config)?;
     if *direct {
         return direct_baseline(&cfg, *n, *rate, *wait_s);

@@ -1,25 +1,21 @@
 //! `gatewatch run`: cameras → plate pipelines → MQTT, until a signal or every camera ends.
 
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cmds::lanes::{self, LaneDeps, Lanes};
 use crate::cmds::run_commands::RunCommands;
 use crate::config::Config;
 use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
 use crate::event::{format_ts, EventFactory};
 use crate::models;
-use crate::pipeline::{self, PipelineParts, PipelineStats, YardLane};
 use crate::plate::grammar::Region;
-use crate::plate::reader::{PlateReader, ReaderOptions};
-use crate::plate::tracker::TrackerOptions;
-use crate::qr::stage::QrStats;
-use crate::source::camera::{self, CameraHealth, CameraOptions, FrameSlot};
-use crate::source::{capture, SourceSpec};
+use crate::plate::reader::ReaderOptions;
+use crate::source::capture;
 use crate::yard::service::YardService;
 
 /// Arguments of `gatewatch run`.
@@ -51,15 +47,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     capture::configure_ffmpeg();
     let started = Instant::now();
     let model_dir = models::model_dir(cfg.models.dir.as_deref());
-    let reader = PlateReader::load(
-        cfg.models.set,
-        &model_dir,
-        cfg.runtime.onnxruntime.as_deref(),
-        reader_options(&cfg),
-    )
-    .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
-    tracing::info!(set = cfg.models.set.as_str(), dir = %model_dir.display(), "models loaded");
-    let reader = Arc::new(Mutex::new(reader));
+    let cameras: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).cloned().collect();
+    let readers = lanes::load_readers(&cfg, &model_dir, cameras.len())?;
+    tracing::info!(set = cfg.models.set.as_str(), dir = %model_dir.display(), copies = readers.len(), "models loaded");
     let outbox_opts = cfg.outbox_options();
     let outbox = Outbox::open(outbox_opts.clone())
         .with_context(|| format!("cannot open the outbox in {}", outbox_opts.dir.display()))?;
@@ -87,19 +77,25 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let _guard = rt.enter();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let cameras: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).cloned().collect();
-    let health: BTreeMap<String, Arc<CameraHealth>> = cameras
-        .iter()
-        .map(|c| (c.id.clone(), Arc::new(CameraHealth::default())))
-        .collect();
-    let stats: BTreeMap<String, Arc<PipelineStats>> = cameras
-        .iter()
-        .map(|c| (c.id.clone(), Arc::new(PipelineStats::default())))
-        .collect();
-    let qr_stats: BTreeMap<String, Arc<QrStats>> = cameras
-        .iter()
-        .map(|c| (c.id.clone(), Arc::new(QrStats::default())))
-        .collect();
+    let Lanes {
+        health,
+        stats,
+        qr_stats,
+        latest,
+        slots,
+        camera_threads,
+        pipeline_threads,
+    } = Lanes::start(
+        &cfg,
+        &cameras,
+        &LaneDeps {
+            readers,
+            events: events.clone(),
+            yards: yards.clone(),
+            stop: stop.clone(),
+            timings: None,
+        },
+    )?;
     let status: StatusFn = {
         let (health, stats, qr_stats, started_at, delivery) = (
             health.clone(),
@@ -135,10 +131,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             })
         })
     };
-    let latest: BTreeMap<String, Arc<Mutex<Option<opencv::core::Mat>>>> = cameras
-        .iter()
-        .map(|c| (c.id.clone(), Arc::new(Mutex::new(None))))
-        .collect();
     let restart = Arc::new(tokio::sync::Notify::new());
     let commands = RunCommands {
         status: status.clone(),
@@ -155,55 +147,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(Arc::new(commands)),
     )?;
 
-    let mut camera_threads = Vec::new();
-    let mut pipeline_threads = Vec::new();
-    let mut slots = Vec::new();
-    for cam in &cameras {
-        let spec =
-            SourceSpec::parse(&cam.url).map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.id))?;
-        let live = matches!(
-            spec,
-            SourceSpec::Capture { live: true, .. } | SourceSpec::V4l2(_)
-        );
-        let slot = FrameSlot::new(cam.handoff);
-        slots.push(slot.clone());
-        let opts = CameraOptions {
-            id: cam.id.clone(),
-            at_end: cam.at_end,
-            max_fps: cam.fps,
-            backoff_start: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-        };
-        camera_threads.push(camera::spawn(
-            spec.build(cam.fps),
-            opts,
-            slot.clone(),
-            health[&cam.id].clone(),
-            stop.clone(),
-        )?);
-        pipeline_threads.push(pipeline::spawn(PipelineParts {
-            camera: cam.id.clone(),
-            lane: cam.lane.clone(),
-            live,
-            slot,
-            reader: reader.clone(),
-            tracker: TrackerOptions {
-                confirm_frames: cfg.plates.confirm_frames,
-                lost_after: cfg.plates.lost_after_s,
-                min_iou: 0.2,
-            },
-            events: events.clone(),
-            stats: stats[&cam.id].clone(),
-            latest: latest[&cam.id].clone(),
-            qr: cam.qr.clone().map(|c| (c, qr_stats[&cam.id].clone())),
-            view: cam.lane_view(),
-            motion: cam.motion.clone(),
-            yard: cam.yard.clone().map(|config| YardLane {
-                service: yards.clone(),
-                config,
-            }),
-        })?);
-    }
     tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
     let overstay_timer = {
         let yards = yards.clone();
@@ -242,15 +185,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         slot.close();
     }
     let _ = joiner.join();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    for t in camera_threads {
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        }
-    }
+    Lanes::wait_cameras(camera_threads);
     let undelivered = rt.block_on(link.shutdown(Duration::from_secs(15)));
     let passages: u64 = stats
         .values()

@@ -11,6 +11,7 @@ use opencv::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::reader::PlateRead;
+use crate::vision::BBox;
 
 /// The plate settings of one camera: `roi` and `min_plate_height_px` keys of `[[camera]]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,22 +159,26 @@ impl LaneView {
     /// Moves reads made on [`cut`](Self::cut)'s image back to frame coordinates and keeps those
     /// whose centre is in the lane and that are tall enough.
     pub fn place(&self, reads: Vec<PlateRead>) -> Vec<PlateRead> {
-        let (dx, dy) = (self.rect.x as f32, self.rect.y as f32);
         reads
             .into_iter()
-            .map(|mut r| {
-                r.bbox.x += dx;
-                r.bbox.y += dy;
-                r
-            })
-            .filter(|r| {
-                r.bbox.h >= self.config.min_plate_height_px as f32
-                    && contains(
-                        &self.polygon_px,
-                        (r.bbox.x + r.bbox.w / 2.0, r.bbox.y + r.bbox.h / 2.0),
-                    )
+            .filter_map(|mut r| {
+                r.bbox = self.place_box(r.bbox)?;
+                Some(r)
             })
             .collect()
+    }
+
+    /// As [`place`](Self::place), for plate boxes without a read.
+    pub fn place_boxes(&self, boxes: &[BBox]) -> Vec<BBox> {
+        boxes.iter().filter_map(|&b| self.place_box(b)).collect()
+    }
+
+    fn place_box(&self, mut b: BBox) -> Option<BBox> {
+        b.x += self.rect.x as f32;
+        b.y += self.rect.y as f32;
+        let centre = (b.x + b.w / 2.0, b.y + b.h / 2.0);
+        (b.h >= self.config.min_plate_height_px as f32 && contains(&self.polygon_px, centre))
+            .then_some(b)
     }
 }
 
@@ -240,7 +245,6 @@ fn crossing_edges(points: &[[f64; 2]]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::plate::grammar::Region;
-    use crate::vision::BBox;
 
     fn read_at(x: f32, y: f32, h: f32) -> PlateRead {
         PlateRead {

@@ -100,6 +100,8 @@ pub struct PlateReader {
     cjk: TextRecogniser,
     /// A second Latin recogniser asked when the first is unsure (fast-alpr set: PP-OCRv6).
     second_opinion: Option<TextRecogniser>,
+    /// Plate boxes of the last frame whose text could not be read confidently.
+    unread: Vec<BBox>,
     opts: ReaderOptions,
 }
 
@@ -157,6 +159,7 @@ impl PlateReader {
             latin,
             cjk,
             second_opinion,
+            unread: Vec::new(),
             opts,
         })
     }
@@ -166,9 +169,17 @@ impl PlateReader {
         self.set
     }
 
+    /// Plate boxes of the last [`read`](Self::read) frame that a plate detector found but no
+    /// recogniser could read confidently: a vehicle is there even if its plate is unknown.
+    /// Always empty for the text-detector set, which cannot tell a plate from other text.
+    pub fn unread(&self) -> &[BBox] {
+        &self.unread
+    }
+
     /// Reads every plate in a BGR frame.
     pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
         vision::ensure_bgr(frame)?;
+        self.unread.clear();
         match &mut self.detector {
             Detector::Text(det) => {
                 let boxes = det.detect(frame)?;
@@ -209,6 +220,7 @@ impl PlateReader {
                 };
                 let exact_crops = crops.iter().step_by(views.len());
                 for ((b, crop), read) in boxes.iter().zip(exact_crops).zip(latin) {
+                    tracing::trace!(text = %read.text, confidence = read.confidence, score = b.score, bbox = ?b.bbox, "plate box");
                     let mut best = self.accept(&read.text, read.confidence, b.bbox);
                     let unsure = best
                         .as_ref()
@@ -223,8 +235,13 @@ impl PlateReader {
                             }
                         }
                     }
-                    if self.opts.regions.contains(&Region::Cn) {
-                        // CCT has no CJK characters: a Chinese plate needs PP-OCRv4.
+                    // CCT has no CJK characters: a Chinese plate needs PP-OCRv4. A confident read
+                    // that fits the Vietnamese grammar (which no Chinese plate read without its
+                    // province character fits: it starts with two digits) needs no second pass.
+                    let sure_vn = best.as_ref().is_some_and(|r| {
+                        r.region == Region::Vn && r.confidence >= SECOND_OPINION_BELOW
+                    });
+                    if self.opts.regions.contains(&Region::Cn) && !sure_vn {
                         let cjk = read_plate_rows(&mut self.cjk, crop)?;
                         if grammar::has_cn_province(&cjk.text) {
                             if let Some(r) = self.accept(&cjk.text, cjk.confidence, b.bbox) {
@@ -232,7 +249,10 @@ impl PlateReader {
                             }
                         }
                     }
-                    out.extend(best);
+                    match best {
+                        Some(r) => out.push(r),
+                        None => self.unread.push(b.bbox),
+                    }
                 }
                 Ok(out)
             }
@@ -242,7 +262,10 @@ impl PlateReader {
                 for p in plates {
                     let crop = vision::warp_quad(frame, &p.quad)?;
                     let read = read_plate_rows(&mut self.cjk, &crop)?;
-                    out.extend(self.accept(&read.text, read.confidence, p.bbox));
+                    match self.accept(&read.text, read.confidence, p.bbox) {
+                        Some(r) => out.push(r),
+                        None => self.unread.push(p.bbox),
+                    }
                 }
                 Ok(out)
             }

@@ -34,6 +34,20 @@ pub struct Passage {
     pub last_bbox: BBox,
 }
 
+/// A track that has ended: the vehicle left the view (or the stream ended). Every track closes
+/// exactly once, read or not, with its whole motion: what a yard gate counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedTrack {
+    /// The voted plate, or `None` when the vehicle was seen but never read confidently.
+    pub plate: Option<String>,
+    /// Frames the vehicle was seen in (read or not).
+    pub frames: u32,
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub first_bbox: BBox,
+    pub last_bbox: BBox,
+}
+
 /// Tracking settings.
 #[derive(Debug, Clone)]
 pub struct TrackerOptions {
@@ -61,7 +75,8 @@ struct Track {
     last_seen: f64,
     frames: u32,
     votes: HashMap<String, Vote>,
-    emitted: bool,
+    /// The plate published for this track, once it has been.
+    emitted: Option<String>,
 }
 
 impl Track {
@@ -70,6 +85,23 @@ impl Track {
             .iter()
             .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight).then_with(|| b.0.cmp(a.0)))
             .expect("a track has at least one vote")
+    }
+
+    fn closed(&self) -> ClosedTrack {
+        ClosedTrack {
+            // The plate already published stays the track's plate, so the yard's event names
+            // the same plate as the plate event (later reads of one row of a two-line plate
+            // may outvote the whole plate by the end).
+            plate: self
+                .emitted
+                .clone()
+                .or_else(|| (!self.votes.is_empty()).then(|| self.leader().0.clone())),
+            frames: self.frames,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            first_bbox: self.first_bbox,
+            last_bbox: self.last_bbox,
+        }
     }
 
     fn passage(&self) -> Passage {
@@ -94,6 +126,7 @@ impl Track {
 pub struct Tracker {
     opts: TrackerOptions,
     tracks: Vec<Track>,
+    closed: Vec<ClosedTrack>,
 }
 
 impl Tracker {
@@ -101,6 +134,19 @@ impl Tracker {
         Self {
             opts,
             tracks: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    /// The tracks that ended since the last call. A track never read is only reported when it
+    /// was seen in at least `confirm_frames` frames (a vehicle, not a flicker).
+    pub fn take_closed(&mut self) -> Vec<ClosedTrack> {
+        std::mem::take(&mut self.closed)
+    }
+
+    fn close(&mut self, track: &Track) {
+        if !track.votes.is_empty() || track.frames >= self.opts.confirm_frames {
+            self.closed.push(track.closed());
         }
     }
 
@@ -111,6 +157,18 @@ impl Tracker {
 
     /// Feeds the reads of the frame at stream time `t`; returns passages ready to publish.
     pub fn update(&mut self, t: f64, reads: &[PlateRead]) -> Vec<Passage> {
+        self.update_with_unread(t, reads, &[])
+    }
+
+    /// As [`update`](Self::update), with the boxes of plates detected but not read (a plate
+    /// detector's boxes whose text was unsure): they keep a vehicle's track alive, and a vehicle
+    /// seen only this way still closes as a track without a plate.
+    pub fn update_with_unread(
+        &mut self,
+        t: f64,
+        reads: &[PlateRead],
+        unread: &[BBox],
+    ) -> Vec<Passage> {
         let mut out = Vec::new();
         let mut touched = vec![false; self.tracks.len()];
         for read in reads {
@@ -125,7 +183,7 @@ impl Tracker {
                         last_seen: t,
                         frames: 0,
                         votes: HashMap::new(),
-                        emitted: false,
+                        emitted: None,
                     });
                     touched.push(false);
                     self.tracks.len() - 1
@@ -146,27 +204,62 @@ impl Tracker {
                 v.best_raw = read.raw.clone();
                 v.best_bbox = read.bbox;
             }
-            if !track.emitted && track.leader().1.count >= self.opts.confirm_frames {
-                track.emitted = true;
-                out.push(track.passage());
+            if track.emitted.is_none() && track.leader().1.count >= self.opts.confirm_frames {
+                let passage = track.passage();
+                track.emitted = Some(passage.plate.clone());
+                out.push(passage);
             }
         }
+        for b in unread {
+            let idx = self
+                .tracks
+                .iter()
+                .enumerate()
+                .filter(|(i, tr)| !touched[*i] && tr.last_bbox.iou(b) >= self.opts.min_iou)
+                .max_by(|x, y| x.1.last_bbox.iou(b).total_cmp(&y.1.last_bbox.iou(b)))
+                .map(|(i, _)| i);
+            let idx = idx.unwrap_or_else(|| {
+                self.tracks.push(Track {
+                    first_bbox: *b,
+                    last_bbox: *b,
+                    first_seen: t,
+                    last_seen: t,
+                    frames: 0,
+                    votes: HashMap::new(),
+                    emitted: None,
+                });
+                touched.push(false);
+                self.tracks.len() - 1
+            });
+            touched[idx] = true;
+            let track = &mut self.tracks[idx];
+            track.last_bbox = *b;
+            track.last_seen = t;
+            track.frames += 1;
+        }
         let lost_after = self.opts.lost_after;
-        self.tracks.retain(|tr| {
-            let open = t - tr.last_seen <= lost_after;
-            if !open && !tr.emitted {
+        let (open, ended): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .partition(|tr| t - tr.last_seen <= lost_after);
+        self.tracks = open;
+        for tr in &ended {
+            if tr.emitted.is_none() && !tr.votes.is_empty() {
                 out.push(tr.passage());
             }
-            open
-        });
+            self.close(tr);
+        }
         out
     }
 
     /// Closes every track (end of stream); returns the passages not yet emitted.
     pub fn flush(&mut self) -> Vec<Passage> {
-        self.tracks
-            .drain(..)
-            .filter(|t| !t.emitted)
+        let ended = std::mem::take(&mut self.tracks);
+        for tr in &ended {
+            self.close(tr);
+        }
+        ended
+            .iter()
+            .filter(|t| t.emitted.is_none() && !t.votes.is_empty())
             .map(|t| t.passage())
             .collect()
     }
@@ -350,6 +443,69 @@ mod tests {
         assert_eq!(
             out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(),
             ["29C123456"]
+        );
+    }
+
+    #[test]
+    fn every_track_closes_once_with_its_whole_motion_read_or_not() {
+        let mut t = tracker();
+        // A read plate moving right over 10 frames: emitted early, closed with the last box.
+        for i in 0..10 {
+            t.update(i as f64 * 0.2, &[read("51A12345", 20.0 * i as f32, 0.9)]);
+        }
+        assert!(t.take_closed().is_empty(), "still open");
+        // A vehicle whose plate is detected but never read, moving left far away.
+        let unread = |x: f32| BBox {
+            x,
+            y: 400.0,
+            w: 100.0,
+            h: 30.0,
+        };
+        for i in 0..4 {
+            let f = 2.0 + i as f64 * 0.2;
+            assert!(t
+                .update_with_unread(f, &[], &[unread(800.0 - 20.0 * i as f32)])
+                .is_empty());
+        }
+        // A one-frame flicker of an unread box is not a vehicle.
+        t.update_with_unread(3.0, &[], &[unread(100.0)]);
+        let closed = t.take_closed();
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!(closed[0].plate.as_deref(), Some("51A12345"));
+        assert_eq!(
+            (closed[0].first_bbox.x, closed[0].last_bbox.x),
+            (0.0, 180.0)
+        );
+        assert!(
+            t.update(10.0, &[]).is_empty(),
+            "no plate event for the unread vehicle"
+        );
+        let closed = t.take_closed();
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!(closed[0].plate, None);
+        assert_eq!(closed[0].frames, 4);
+        assert_eq!(
+            (closed[0].first_bbox.x, closed[0].last_bbox.x),
+            (800.0, 740.0)
+        );
+        // Unread boxes keep a read track alive and extend its motion.
+        for i in 0..3 {
+            t.update(
+                20.0 + i as f64 * 0.2,
+                &[read("29C12345", 20.0 * i as f32, 0.9)],
+            );
+        }
+        t.update_with_unread(20.6, &[], &[unread(60.0)].map(|b| BBox { y: 100.0, ..b }));
+        t.flush();
+        let closed = t.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (
+                closed[0].plate.as_deref(),
+                closed[0].frames,
+                closed[0].last_bbox.x
+            ),
+            (Some("29C12345"), 4, 60.0)
         );
     }
 
