@@ -91,6 +91,9 @@ impl Default for ModelsConfig {
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     /// `tls` (default) or `tcp`: plain TCP only when the config says so.
     #[serde(default)]
     pub transport: Transport,
@@ -113,6 +116,17 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// A file holding the password (trailing newline ignored), so it need not be in this file.
     pub password_file: Option<PathBuf>,
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: the same contract, and the broker's refusals of a publish become visible.
+    #[serde(rename = "5")]
+    V5,
 }
 
 /// How gatewatch reaches the broker.

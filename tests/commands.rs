@@ -165,3 +165,45 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
     };
     assert!(status.success());
 }
+
+#[test]
+fn commands_status_and_last_will_over_mqtt5() {
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), broker.port, "folder:/nonexistent", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[mqtt]", "[mqtt]\nprotocol = \"5\"");
+    std::fs::write(&cfg, text).unwrap();
+    let mut gw = Running(
+        gatewatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(sub.wait_until(Duration::from_secs(30), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "online")));
+    let hub = Publisher::new(broker.port);
+    hub.send("ping", r#"{"id":"v5"}"#);
+    assert_eq!(reply(&sub, "ping", "v5".into())["ok"], true);
+    hub.send("status", "not json");
+    assert!(sub.wait_until(Duration::from_secs(15), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("/cmd/status/reply") && m.payload["ok"] == false)));
+    // Killed without a goodbye: the broker publishes the MQTT 5 client's last will.
+    gw.kill().unwrap();
+    gw.wait().unwrap();
+    assert!(
+        sub.wait_until(Duration::from_secs(60), |m| m
+            .iter()
+            .any(|m| m.topic.ends_with("/status")
+                && m.payload == serde_json::json!({"state": "offline"}))),
+        "last will"
+    );
+    broker.stop();
+    assert!(broker.log().contains("as gatewatch-test-box1 (p5"));
+}

@@ -51,11 +51,27 @@ fn summary(child: Child) -> serde_json::Value {
 
 #[test]
 fn broker_outage_loses_nothing() {
+    outage_loses_nothing("3.1.1");
+}
+
+#[test]
+fn broker_outage_loses_nothing_over_mqtt5() {
+    outage_loses_nothing("5");
+}
+
+fn outage_loses_nothing(protocol: &str) {
     let mut broker = Broker::start_persistent();
-    let sub =
-        Subscriber::start_persistent(broker.port, "gatewatch/test/box1/events/#", "outage-sub");
+    let sub = Subscriber::start_persistent(
+        broker.port,
+        "gatewatch/test/box1/events/#",
+        &format!("outage-sub-{protocol}"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let cfg = bench_config(dir.path(), broker.port, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[mqtt]", &format!("[mqtt]\nprotocol = \"{protocol}\""));
+    std::fs::write(&cfg, text).unwrap();
     let n = 300;
     let child = bench(&cfg, n, 20.0); // 15 s of events
     std::thread::sleep(Duration::from_secs(2));
@@ -70,7 +86,7 @@ fn broker_outage_loses_nothing() {
     let msgs = sub.messages.lock().unwrap().clone();
     let (got, dups) = seqs(&msgs);
     println!(
-        "outage: received {} distinct of {n}, {dups} duplicates",
+        "outage (MQTT {protocol}): received {} distinct of {n}, {dups} duplicates",
         got.len()
     );
     assert!(
@@ -79,6 +95,16 @@ fn broker_outage_loses_nothing() {
         (1..=n).filter(|s| !got.contains(s)).collect::<Vec<_>>()
     );
     assert_eq!(got, (1..=n).collect::<Vec<_>>());
+    // Mosquitto names MQTT 3.1.1 `p2` and MQTT 5 `p5`; it writes its log out when it stops.
+    let wire = if protocol == "5" { "p5" } else { "p2" };
+    broker.stop();
+    assert!(
+        broker
+            .log()
+            .contains(&format!("as gatewatch-test-box1 ({wire}")),
+        "gatewatch did not connect with MQTT {protocol}:\n{}",
+        broker.log()
+    );
     let replayed = msgs
         .iter()
         .filter(|m| m.payload["replayed"] == true)

@@ -146,7 +146,7 @@ fn direct_baseline(cfg: &Config, n: u64, rate: f64, wait_s: u64) -> Result<ExitC
         .build()?;
     let topic = format!("{}/events/plate", cfg.topic_prefix());
     rt.block_on(async move {
-        let (client, mut eventloop) = AsyncClient::new(crate::delivery::link::mqtt_options(cfg)?, 1024);
+        let (client, mut eventloop) = AsyncClient::new(crate::delivery::client::v4_options(cfg)?, 1024);
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = acked.clone();
         let poll = tokio::spawn(async move {

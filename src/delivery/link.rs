@@ -3,9 +3,11 @@
 //! One forwarder task is the only thing that publishes (events and status), and it notes each
 //! publish in a FIFO before handing it to rumqttc. MQTT 3.1.1 (§4.6) has the broker acknowledge
 //! QoS 1 publishes in the order it received them, and rumqttc resends unacknowledged publishes
-//! oldest first after a reconnect, so each PUBACK belongs to the FIFO's front entry.
+//! oldest first after a reconnect, so each PUBACK belongs to the FIFO's front entry. MQTT 5 (§4.6)
+//! keeps the same ordering rule; its PUBACK may also refuse a message, which is counted and logged
+//! (retrying a refused message would only block the queue behind it).
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use super::client::{self, Client, EventStream, LinkEvent};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::outbox::{AppendError, Outbox, OutboxStats};
 use crate::commands::{CommandHandler, Reply};
-use crate::config::{Config, Transport};
+use crate::config::Config;
 
 /// Produces the current status JSON (state `online`).
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -27,6 +29,9 @@ pub struct LinkStats {
     pub published: AtomicU64,
     /// Of those, acknowledged by the broker.
     pub acked: AtomicU64,
+    /// Of the acknowledged, refused by the broker (MQTT 5 reason codes: not authorised, quota
+    /// exceeded, …). Events among them are not retried: they are counted in status.
+    pub refused: AtomicU64,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
 }
@@ -123,52 +128,9 @@ impl Delivery {
             "bytes": o.bytes.load(Ordering::Relaxed),
             "dropped": o.dropped.load(Ordering::Relaxed),
             "last_seq": o.last_seq.load(Ordering::Relaxed),
+            "refused": self.link.refused.load(Ordering::Relaxed),
         })
     }
-}
-
-/// Builds the client options from the config: transport (TLS with CA and optional client
-/// certificate, or plain TCP when configured), credentials, and the retained `offline` last will.
-pub fn mqtt_options(cfg: &Config) -> anyhow::Result<MqttOptions> {
-    use anyhow::Context;
-    let m = &cfg.mqtt;
-    let mut o = MqttOptions::new(cfg.client_id(), m.host.clone(), m.port());
-    // rumqttc's default limit is 10 KiB both ways: too small for a snapshot reply. Incoming packets
-    // may be up to 1 MiB so that an oversized command (refused above 16 KiB) is read and answered
-    // with an error instead of breaking the connection; only larger ones drop it (logged).
-    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    if m.transport == Transport::Tls {
-        let read = |p: &std::path::Path, what: &str| {
-            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
-        };
-        let ca = read(&m.ca_file(), "mqtt.ca_file")?;
-        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-            (Some(c), Some(k)) => Some((
-                read(c, "mqtt.client_cert_file")?,
-                read(k, "mqtt.client_key_file")?,
-            )),
-            _ => None,
-        };
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            },
-        ));
-    }
-    o.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
-    o.set_last_will(LastWill::new(
-        format!("{}/status", cfg.topic_prefix()),
-        serde_json::to_vec(&serde_json::json!({"state": "offline"})).expect("static json"),
-        QoS::AtLeastOnce,
-        true,
-    ));
-    if let Some(user) = &m.username {
-        let password = m.password().context("cannot read mqtt.password_file")?;
-        o.set_credentials(user.clone(), password.unwrap_or_default());
-    }
-    Ok(o)
 }
 
 /// What the forwarder is asked to do besides draining the outbox.
@@ -181,7 +143,7 @@ enum Control {
 
 /// The running broker link.
 pub struct MqttLink {
-    client: AsyncClient,
+    client: Client,
     delivery: Arc<Delivery>,
     fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
     control: mpsc::UnboundedSender<Control>,
@@ -200,7 +162,7 @@ impl MqttLink {
         status_every: Duration,
         commands: Option<Arc<dyn CommandHandler>>,
     ) -> anyhow::Result<MqttLink> {
-        let (client, eventloop) = AsyncClient::new(mqtt_options(cfg)?, 64);
+        let (client, eventloop) = client::connect(cfg, 64)?;
         let prefix = cfg.topic_prefix();
         let fifo = Arc::new(Mutex::new(VecDeque::new()));
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -301,7 +263,7 @@ fn mark_replayed(mut payload: Vec<u8>) -> Vec<u8> {
 }
 
 async fn forward(
-    client: AsyncClient,
+    client: Client,
     prefix: String,
     delivery: Arc<Delivery>,
     fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
@@ -313,11 +275,7 @@ async fn forward(
             // Noted before the hand-over, so its PUBACK cannot arrive first.
             fifo.lock().expect("fifo").push_back(seq);
             link.published.fetch_add(1, Ordering::Relaxed);
-            if client
-                .publish(topic, QoS::AtLeastOnce, retain, payload)
-                .await
-                .is_err()
-            {
+            if client.publish(topic, retain, payload).await.is_err() {
                 fifo.lock().expect("fifo").pop_back();
                 return false;
             }
@@ -377,7 +335,7 @@ async fn forward(
 
 /// What the event-loop task needs besides the event loop.
 struct PollParts {
-    client: AsyncClient,
+    client: Client,
     prefix: String,
     delivery: Arc<Delivery>,
     fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
@@ -386,7 +344,7 @@ struct PollParts {
     commands: Option<Arc<dyn CommandHandler>>,
 }
 
-async fn poll(mut eventloop: EventLoop, parts: PollParts) {
+async fn poll(mut eventloop: EventStream, parts: PollParts) {
     let PollParts {
         client,
         prefix,
@@ -402,24 +360,23 @@ async fn poll(mut eventloop: EventLoop, parts: PollParts) {
     let mut last_checkpoint = Instant::now();
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Ok(LinkEvent::ConnAck { code }) => {
                 backoff = Duration::from_millis(500);
                 link.connected.store(true, Ordering::Relaxed);
                 link.connections.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(code = ?ack.code, "connected to MQTT broker");
+                tracing::info!(%code, "connected to MQTT broker");
                 let _ = control.send(Control::Status(status()));
                 delivery.mark_all_retained();
                 if commands.is_some() {
                     // Subscribing is not a publish: it does not enter the acknowledgement FIFO.
-                    if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce)
-                    {
+                    if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+")) {
                         tracing::error!(error = %e, "cannot subscribe to commands");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(LinkEvent::Publish { topic, payload }) => {
                 let (Some(handler), Some(name)) =
-                    (commands.clone(), p.topic.strip_prefix(&cmd_prefix))
+                    (commands.clone(), topic.strip_prefix(&cmd_prefix))
                 else {
                     continue;
                 };
@@ -429,13 +386,17 @@ async fn poll(mut eventloop: EventLoop, parts: PollParts) {
                 let (name, control) = (name.to_owned(), control.clone());
                 // Handlers may take a while (a snapshot encodes a JPEG): off the event loop.
                 tokio::task::spawn_blocking(move || {
-                    let reply = crate::commands::dispatch(&name, &p.payload, handler.as_ref());
+                    let reply = crate::commands::dispatch(&name, &payload, handler.as_ref());
                     let _ = control.send(Control::Reply(reply));
                 });
             }
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
+            Ok(LinkEvent::PubAck { refused }) => {
                 link.acked.fetch_add(1, Ordering::Relaxed);
                 let front = fifo.lock().expect("fifo").pop_front();
+                if let Some(reason) = refused {
+                    link.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%reason, seq = ?front.flatten(), "the broker refused a message; it is not retried (counted in status as outbox.refused)");
+                }
                 if let Some(Some(seq)) = front {
                     let mut ob = delivery.outbox.lock().expect("outbox lock");
                     ob.acknowledge(seq);
@@ -447,7 +408,7 @@ async fn poll(mut eventloop: EventLoop, parts: PollParts) {
                     }
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Ok(LinkEvent::Disconnected) => {
                 link.connected.store(false, Ordering::Relaxed);
                 return;
             }

@@ -1,6 +1,7 @@
 //! Delivery: the disk-backed [`outbox`] that owns every produced event until the broker has it,
 //! and the MQTT [`link`] that drains it.
 
+pub mod client;
 pub mod link;
 pub mod outbox;
 

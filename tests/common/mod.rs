@@ -78,8 +78,10 @@ impl Broker {
         // `user root` keeps the broker able to read the test's files (it drops to its own user
         // otherwise); per_listener_settings false lets extra listeners share the settings.
         let text = format!(
-            "per_listener_settings false\nallow_anonymous true\nuser root\n{persistence}listener {} 127.0.0.1\n{}\n",
-            self.port, self.extra_conf
+            "per_listener_settings false\nallow_anonymous true\nuser root\n{persistence}log_dest file {}\nconnection_messages true\nlistener {} 127.0.0.1\n{}\n",
+            self.log_path().display(),
+            self.port,
+            self.extra_conf
         );
         std::fs::write(&conf, text).unwrap();
         let child = Command::new("mosquitto")
@@ -103,6 +105,16 @@ impl Broker {
             "mosquitto did not start on port {}",
             self.port
         );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
+    }
+
+    /// The broker's log (complete once it has stopped). Connections name the client's protocol:
+    /// `(p2, …)` is MQTT 3.1.1, `(p5, …)` MQTT 5.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Stops the broker the way an operator would (SIGTERM: it saves its state first).
