@@ -168,6 +168,48 @@ impl Renderer {
         Ok(img)
     }
 
+    /// Where vehicle `n`'s plate is at `progress` (0-1 through its pass): centre, size and the
+    /// vehicle's scale. The vehicle drives up the frame and grows slightly as it comes closer.
+    fn plate_geometry(
+        &self,
+        plate: &DemoPlate,
+        progress: f64,
+        n: usize,
+    ) -> (f64, f64, f64, f64, f64) {
+        let (w, h) = (self.spec.width as f64, self.spec.height as f64);
+        let scale = 0.85 + 0.3 * progress;
+        let (pw, ph) = if plate.lines.len() == 2 {
+            (190.0 * scale, 120.0 * scale)
+        } else {
+            (300.0 * scale, 66.0 * scale)
+        };
+        let cx = w * (0.42 + 0.04 * (n % 3) as f64) + 20.0 * progress;
+        let cy = h * 0.86 - (h * 0.5) * progress;
+        (cx, cy, pw, ph, scale)
+    }
+
+    /// The plate's box in frame `i`, if a plate is in view.
+    pub fn plate_box(&self, i: usize) -> Option<crate::vision::BBox> {
+        let s = &self.spec;
+        let period = s.frames_per_vehicle + s.gap_frames;
+        let (vehicle, k) = (
+            i.checked_sub(s.gap_frames)? / period,
+            (i - s.gap_frames) % period,
+        );
+        let plate = self
+            .plates
+            .get(vehicle)
+            .filter(|_| k < s.frames_per_vehicle)?;
+        let progress = k as f64 / (s.frames_per_vehicle - 1).max(1) as f64;
+        let (cx, cy, pw, ph, _) = self.plate_geometry(plate, progress, vehicle);
+        Some(crate::vision::BBox {
+            x: (cx - pw / 2.0) as f32,
+            y: (cy - ph / 2.0) as f32,
+            w: pw as f32,
+            h: ph as f32,
+        })
+    }
+
     fn draw_vehicle(
         &self,
         img: &mut Mat,
@@ -175,17 +217,8 @@ impl Renderer {
         progress: f64,
         n: usize,
     ) -> Result<()> {
-        let (w, h) = (self.spec.width as f64, self.spec.height as f64);
-        // The vehicle drives up the frame and grows slightly as it comes closer.
-        let scale = 0.85 + 0.3 * progress;
+        let (cx, cy, pw, ph, scale) = self.plate_geometry(plate, progress, n);
         let two_line = plate.lines.len() == 2;
-        let (pw, ph) = if two_line {
-            (190.0 * scale, 120.0 * scale)
-        } else {
-            (300.0 * scale, 66.0 * scale)
-        };
-        let cx = w * (0.42 + 0.04 * (n % 3) as f64) + 20.0 * progress;
-        let cy = h * 0.86 - (h * 0.5) * progress;
         let body = Rect::new(
             (cx - 230.0 * scale) as i32,
             (cy - 260.0 * scale) as i32,

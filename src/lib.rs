@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod demo_dataset;
 pub mod eval;
 pub mod event;
 pub mod logging;
