@@ -5,7 +5,6 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
 use std::time::Duration;
 
 fn reply(sub: &Subscriber, name: &str, id: serde_json::Value) -> serde_json::Value {
@@ -28,31 +27,10 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
     let broker = Broker::start();
     let sub = Subscriber::start(broker.port, "gatewatch/#");
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("frames");
-    Renderer::with_plates(
-        ClipSpec::default(),
-        demo_plates().into_iter().take(1).collect(),
-    )
-    .unwrap()
-    .write_frames(&frames)
-    .unwrap();
-    let cfg = write_config(
-        dir.path(),
-        broker.port,
-        &format!("folder:{}", frames.display()),
-        "fps = 5.0",
-    );
-    let mut gw = Running(
-        gatewatch()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(sub.wait_until(Duration::from_secs(30), |m| m
-        .iter()
-        .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "online")));
+    let url = demo_frames(dir.path(), 1);
+    let cfg = write_config(dir.path(), broker.port, &url, "fps = 5.0");
+    let mut gw = run_in_background(&cfg);
+    wait_online(&sub);
     // Let the camera deliver a frame before asking for a snapshot.
     std::thread::sleep(Duration::from_secs(2));
     let hub = Publisher::new(broker.port);
@@ -176,17 +154,8 @@ fn commands_status_and_last_will_over_mqtt5() {
         .unwrap()
         .replace("[mqtt]", "[mqtt]\nprotocol = \"5\"");
     std::fs::write(&cfg, text).unwrap();
-    let mut gw = Running(
-        gatewatch()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(sub.wait_until(Duration::from_secs(30), |m| m
-        .iter()
-        .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "online")));
+    let mut gw = run_in_background(&cfg);
+    wait_online(&sub);
     let hub = Publisher::new(broker.port);
     hub.send("ping", r#"{"id":"v5"}"#);
     assert_eq!(reply(&sub, "ping", "v5".into())["ok"], true);

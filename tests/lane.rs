@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use gatewatch::demo::demo_plates;
 use std::time::Duration;
 
 #[test]
@@ -13,15 +13,7 @@ fn roi_and_min_height_keep_plates_out_and_still_frames_skip_inference() {
     let broker = Broker::start();
     let sub = Subscriber::start(broker.port, "gatewatch/#");
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("frames");
-    Renderer::with_plates(
-        ClipSpec::default(),
-        demo_plates().into_iter().take(2).collect(),
-    )
-    .unwrap()
-    .write_frames(&frames)
-    .unwrap();
-    let url = format!("folder:{}", frames.display());
+    let url = demo_frames(dir.path(), 2);
     // cam1 (the control) reads everything; cam2 only looks at the top fifth of the frame, where
     // no plate passes; cam3 wants plates taller than the frame's plates are.
     let more = format!(
@@ -53,14 +45,7 @@ min_plate_height_px = 300
         .output()
         .unwrap();
     assert!(check.status.success(), "{check:?}");
-    let _gw = Running(
-        gatewatch()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _gw = run_in_background(&cfg);
     let want: Vec<String> = demo_plates()
         .iter()
         .take(2)

@@ -87,6 +87,13 @@ impl Track {
             .expect("a track has at least one vote")
     }
 
+    /// Notes a sighting in the frame at `t`.
+    fn seen(&mut self, bbox: BBox, t: f64) {
+        self.last_bbox = bbox;
+        self.last_seen = t;
+        self.frames += 1;
+    }
+
     fn closed(&self) -> ClosedTrack {
         ClosedTrack {
             // The plate already published stays the track's plate, so the yard's event names
@@ -144,6 +151,21 @@ impl Tracker {
         std::mem::take(&mut self.closed)
     }
 
+    /// Opens a track at `bbox` (seen nowhere yet) and returns its index.
+    fn open(&mut self, bbox: BBox, t: f64, touched: &mut Vec<bool>) -> usize {
+        self.tracks.push(Track {
+            first_bbox: bbox,
+            last_bbox: bbox,
+            first_seen: t,
+            last_seen: t,
+            frames: 0,
+            votes: HashMap::new(),
+            emitted: None,
+        });
+        touched.push(false);
+        self.tracks.len() - 1
+    }
+
     fn close(&mut self, track: &Track) {
         if !track.votes.is_empty() || track.frames >= self.opts.confirm_frames {
             self.closed.push(track.closed());
@@ -173,27 +195,10 @@ impl Tracker {
         let mut touched = vec![false; self.tracks.len()];
         for read in reads {
             let idx = self.associate(read, &touched);
-            let idx = match idx {
-                Some(i) => i,
-                None => {
-                    self.tracks.push(Track {
-                        first_bbox: read.bbox,
-                        last_bbox: read.bbox,
-                        first_seen: t,
-                        last_seen: t,
-                        frames: 0,
-                        votes: HashMap::new(),
-                        emitted: None,
-                    });
-                    touched.push(false);
-                    self.tracks.len() - 1
-                }
-            };
+            let idx = idx.unwrap_or_else(|| self.open(read.bbox, t, &mut touched));
             touched[idx] = true;
             let track = &mut self.tracks[idx];
-            track.last_bbox = read.bbox;
-            track.last_seen = t;
-            track.frames += 1;
+            track.seen(read.bbox, t);
             let v = track.votes.entry(read.plate.clone()).or_default();
             v.weight += read.confidence;
             v.count += 1;
@@ -218,24 +223,9 @@ impl Tracker {
                 .filter(|(i, tr)| !touched[*i] && tr.last_bbox.iou(b) >= self.opts.min_iou)
                 .max_by(|x, y| x.1.last_bbox.iou(b).total_cmp(&y.1.last_bbox.iou(b)))
                 .map(|(i, _)| i);
-            let idx = idx.unwrap_or_else(|| {
-                self.tracks.push(Track {
-                    first_bbox: *b,
-                    last_bbox: *b,
-                    first_seen: t,
-                    last_seen: t,
-                    frames: 0,
-                    votes: HashMap::new(),
-                    emitted: None,
-                });
-                touched.push(false);
-                self.tracks.len() - 1
-            });
+            let idx = idx.unwrap_or_else(|| self.open(*b, t, &mut touched));
             touched[idx] = true;
-            let track = &mut self.tracks[idx];
-            track.last_bbox = *b;
-            track.last_seen = t;
-            track.frames += 1;
+            self.tracks[idx].seen(*b, t);
         }
         let lost_after = self.opts.lost_after;
         let (open, ended): (Vec<Track>, Vec<Track>) = std::mem::take(&mut self.tracks)

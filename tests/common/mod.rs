@@ -372,3 +372,41 @@ impl Publisher {
             .unwrap();
     }
 }
+
+/// Renders the first `n` demo plates as a frame folder `frames` under `dir`; returns its
+/// `folder:` URL.
+pub fn demo_frames(dir: &Path, n: usize) -> String {
+    use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+    let frames = dir.join("frames");
+    Renderer::with_plates(
+        ClipSpec::default(),
+        demo_plates().into_iter().take(n).collect(),
+    )
+    .unwrap()
+    .write_frames(&frames)
+    .unwrap();
+    format!("folder:{}", frames.display())
+}
+
+/// `gatewatch run --config cfg` in the background, its log discarded; killed when dropped.
+pub fn run_in_background(cfg: &Path) -> Running {
+    Running(
+        gatewatch()
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits (up to 30 s) for a status message saying `online`.
+pub fn wait_online(sub: &Subscriber) {
+    assert!(
+        sub.wait_until(Duration::from_secs(30), |m| {
+            m.iter()
+                .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "online")
+        }),
+        "gatewatch did not come online"
+    );
+}
