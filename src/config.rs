@@ -230,6 +230,10 @@ pub struct PlateConfig {
     /// Longest side of the frame given to the full-frame text detector (px, multiple of 32).
     #[serde(default = "default_detector_max_side")]
     pub detector_max_side: u32,
+    /// Text-detector set only: when a frame gives no plate-like read, detect again with this
+    /// longest side (finds small plates; costs a second detector run on such frames). 0 = off.
+    #[serde(default)]
+    pub retry_max_side: u32,
 }
 
 impl Default for PlateConfig {
@@ -240,6 +244,7 @@ impl Default for PlateConfig {
             lost_after_s: default_lost_after(),
             regions: default_regions(),
             detector_max_side: default_detector_max_side(),
+            retry_max_side: 0,
         }
     }
 }
@@ -580,6 +585,19 @@ impl Config {
                 ),
             );
         }
+        if p.retry_max_side != 0
+            && (p.retry_max_side <= p.detector_max_side
+                || p.retry_max_side > 4096
+                || p.retry_max_side % 32 != 0)
+        {
+            issue(
+                "plates.retry_max_side",
+                format!(
+                    "{} is not allowed: 0 (off) or a multiple of 32 above plates.detector_max_side ({}) and at most 4096",
+                    p.retry_max_side, p.detector_max_side
+                ),
+            );
+        }
         if self.cameras.is_empty() {
             issue(
                 "camera",
@@ -693,7 +711,7 @@ url = "rtsp://10.0.0.5/stream1"
         let text = MINIMAL
             .replace("\"mongcai\"", "\"mong cai\"")
             .replace("rtsp://10.0.0.5/stream1", "ftp://x")
-            + "[plates]\nmin_confidence = 1.5\nregions = [\"XX\"]\n";
+            + "[plates]\nmin_confidence = 1.5\nregions = [\"XX\"]\nretry_max_side = 640\n";
         let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err();
         let ConfigError::Invalid { issues, .. } = err else {
             panic!("expected validation issues, got {err}")
@@ -705,13 +723,21 @@ url = "rtsp://10.0.0.5/stream1"
                 "site",
                 "plates.min_confidence",
                 "plates.regions[0]",
+                "plates.retry_max_side",
                 "camera[0].url"
             ]
         );
         assert!(
-            issues[3].message.contains("rtsp://"),
+            issues[3]
+                .message
+                .contains("above plates.detector_max_side (960)"),
             "{}",
             issues[3].message
+        );
+        assert!(
+            issues[4].message.contains("rtsp://"),
+            "{}",
+            issues[4].message
         );
     }
 

@@ -34,6 +34,10 @@ pub enum EvalCmd {
         /// Longest side given to full-frame detectors, as `plates.detector_max_side`.
         #[arg(long)]
         detector_max_side: Option<u32>,
+        /// Detect again at this longest side when an image gives no plate-like read, as
+        /// `plates.retry_max_side` (text-detector set; 0 = off).
+        #[arg(long, default_value_t = 0)]
+        retry_max_side: u32,
     },
     /// QR decoding over ZXing black-box folders (`N.png` + `N.txt`, also in subfolders); last
     /// stdout line is a JSON summary.
@@ -69,6 +73,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             limit,
             regions,
             detector_max_side,
+            retry_max_side,
         } => {
             let mut samples = eval::load_dataset(dataset)?;
             if let Some(n) = limit {
@@ -92,6 +97,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                 regions: regions.clone(),
                 min_confidence: defaults.min_confidence,
                 detector_max_side: detector_max_side.unwrap_or(defaults.detector_max_side),
+                retry_max_side: *retry_max_side,
                 threads: *threads,
                 ..ReaderOptions::default()
             };

@@ -37,6 +37,7 @@ pub fn reader_options(cfg: &Config) -> ReaderOptions {
             .collect(),
         min_confidence: cfg.plates.min_confidence,
         detector_max_side: cfg.plates.detector_max_side,
+        retry_max_side: cfg.plates.retry_max_side,
         threads: cfg.runtime.threads,
         ..ReaderOptions::default()
     }

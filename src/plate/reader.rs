@@ -66,6 +66,9 @@ pub struct ReaderOptions {
     pub threads: usize,
     /// Text lines shorter than this (px) are not read.
     pub min_text_height: f32,
+    /// Text-detector set: detect again at this longest side when a frame gives no plate-like
+    /// read (0 = off).
+    pub retry_max_side: u32,
 }
 
 impl Default for ReaderOptions {
@@ -76,6 +79,7 @@ impl Default for ReaderOptions {
             detector_max_side: 960,
             threads: 1,
             min_text_height: 8.0,
+            retry_max_side: 0,
         }
     }
 }
@@ -181,28 +185,15 @@ impl PlateReader {
         vision::ensure_bgr(frame)?;
         self.unread.clear();
         match &mut self.detector {
-            Detector::Text(det) => {
-                let boxes = det.detect(frame)?;
-                let mut lines_q = Vec::new();
-                let mut crops = Vec::new();
-                for b in boxes {
-                    let bbox = BBox::around(&b.quad);
-                    if bbox.h < self.opts.min_text_height || bbox.w < bbox.h * 0.8 {
-                        continue;
-                    }
-                    crops.push(vision::warp_quad(frame, &b.quad)?);
-                    lines_q.push(bbox);
+            Detector::Text(_) => {
+                let first = self.read_text_lines(frame, self.opts.detector_max_side)?;
+                let plate_like = |reads: &[PlateRead]| reads.iter().any(|r| r.plausibility() == 2);
+                if self.opts.retry_max_side == 0 || plate_like(&first) {
+                    return Ok(first);
                 }
-                let reads = self.read_lines(&crops)?;
-                for (b, r) in lines_q.iter().zip(&reads) {
-                    tracing::trace!(text = %r.text, confidence = r.confidence, ?b, "text line");
-                }
-                let lines = lines_q
-                    .into_iter()
-                    .zip(reads)
-                    .map(|(bbox, read)| Line { bbox, read })
-                    .collect();
-                Ok(self.assemble(lines))
+                // Small plates vanish at the first scale; a larger one finds them.
+                let second = self.read_text_lines(frame, self.opts.retry_max_side)?;
+                Ok(if plate_like(&second) { second } else { first })
             }
             Detector::Yolo(det) => {
                 let boxes = det.detect(frame)?;
@@ -270,6 +261,35 @@ impl PlateReader {
                 Ok(out)
             }
         }
+    }
+
+    /// The text-detector path: text lines found at `max_side`, read, and assembled into plates.
+    fn read_text_lines(&mut self, frame: &Mat, max_side: u32) -> Result<Vec<PlateRead>> {
+        let Detector::Text(det) = &mut self.detector else {
+            unreachable!("called for the text-detector set only")
+        };
+        det.set_max_side(max_side);
+        let boxes = det.detect(frame)?;
+        let mut lines_q = Vec::new();
+        let mut crops = Vec::new();
+        for b in boxes {
+            let bbox = BBox::around(&b.quad);
+            if bbox.h < self.opts.min_text_height || bbox.w < bbox.h * 0.8 {
+                continue;
+            }
+            crops.push(vision::warp_quad(frame, &b.quad)?);
+            lines_q.push(bbox);
+        }
+        let reads = self.read_lines(&crops)?;
+        for (b, r) in lines_q.iter().zip(&reads) {
+            tracing::trace!(text = %r.text, confidence = r.confidence, ?b, "text line");
+        }
+        let lines = lines_q
+            .into_iter()
+            .zip(reads)
+            .map(|(bbox, read)| Line { bbox, read })
+            .collect();
+        Ok(self.assemble(lines))
     }
 
     /// Reads text-line crops with both recognisers: the CJK reading wins when it holds a Chinese

@@ -50,6 +50,11 @@ impl TextDetector {
         }
     }
 
+    /// Changes the longest side frames are scaled to (the input buffer grows on demand).
+    pub fn set_max_side(&mut self, max_side: u32) {
+        self.max_side = max_side;
+    }
+
     /// The model input size for a frame of `w`×`h`.
     pub fn input_size(&self, w: i32, h: i32) -> (i32, i32) {
         let (wf, hf) = (w as f32, h as f32);
