@@ -1,0 +1,249 @@
+//! Validation of a loaded configuration: every problem names its key, says what is wrong and
+//! what is allowed. Parts that belong to a feature (yards, QR, lane view, motion gate) validate
+//! themselves and are called from here.
+
+use std::path::Path;
+
+use super::{is_topic_segment, Config, ConfigIssue, Transport};
+use crate::source::SourceSpec;
+
+impl Config {
+    /// Every problem found, in file order; empty when the configuration is usable.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut issue = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        for (key, value) in [("site", &self.site), ("device", &self.device)] {
+            if !is_topic_segment(value) {
+                issue(
+                    key,
+                    format!("{value:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+                );
+            }
+        }
+        if self.runtime.threads == 0 || self.runtime.threads > 16 {
+            issue(
+                "runtime.threads",
+                format!("{} is out of range: allowed 1 to 16", self.runtime.threads),
+            );
+        }
+        if self.mqtt.host.trim().is_empty() {
+            issue(
+                "mqtt.host",
+                "is empty: give the broker's host name or IP address".into(),
+            );
+        }
+        if self.mqtt.port == Some(0) {
+            issue("mqtt.port", "0 is not a port: allowed 1 to 65535".into());
+        }
+        let m = &self.mqtt;
+        let readable = |key: &str, path: &Path, what: &str, issue: &mut dyn FnMut(&str, String)| {
+            if let Err(e) = std::fs::File::open(path) {
+                issue(key, format!("cannot read {what} {}: {e}", path.display()));
+            }
+        };
+        if m.transport == Transport::Tls {
+            readable("mqtt.ca_file", &m.ca_file(), "CA file", &mut issue);
+            match (&m.client_cert_file, &m.client_key_file) {
+                (Some(c), Some(k)) => {
+                    readable("mqtt.client_cert_file", c, "client certificate", &mut issue);
+                    readable("mqtt.client_key_file", k, "client key", &mut issue);
+                }
+                (Some(_), None) => issue(
+                    "mqtt.client_key_file",
+                    "is missing: mutual TLS needs both client_cert_file and client_key_file".into(),
+                ),
+                (None, Some(_)) => issue(
+                    "mqtt.client_cert_file",
+                    "is missing: mutual TLS needs both client_cert_file and client_key_file".into(),
+                ),
+                (None, None) => {}
+            }
+        } else {
+            for (key, set) in [
+                ("mqtt.ca_file", m.ca_file.is_some()),
+                ("mqtt.client_cert_file", m.client_cert_file.is_some()),
+                ("mqtt.client_key_file", m.client_key_file.is_some()),
+            ] {
+                if set {
+                    issue(
+                        key,
+                        "is set but mqtt.transport is \"tcp\": set transport = \"tls\" to use it"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if m.password.is_some() && m.password_file.is_some() {
+            issue(
+                "mqtt.password_file",
+                "is set together with mqtt.password: use one of them".into(),
+            );
+        }
+        if let Some(f) = &m.password_file {
+            readable("mqtt.password_file", f, "password file", &mut issue);
+        }
+        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
+            issue(
+                "mqtt.keep_alive_s",
+                format!(
+                    "{} is out of range: allowed 5 to 3600 seconds",
+                    self.mqtt.keep_alive_s
+                ),
+            );
+        }
+        if let Some(prefix) = &self.mqtt.topic_prefix {
+            if prefix.is_empty()
+                || prefix.ends_with('/')
+                || prefix.contains(['#', '+', '\0'])
+                || prefix.starts_with('/')
+            {
+                issue(
+                    "mqtt.topic_prefix",
+                    format!("{prefix:?} is not a usable topic prefix: no wildcards (#, +), no leading or trailing '/'"),
+                );
+            }
+        }
+        if (self.mqtt.password.is_some() || self.mqtt.password_file.is_some())
+            && self.mqtt.username.is_none()
+        {
+            issue("mqtt.password", "is set without mqtt.username".into());
+        }
+        if self.outbox.max_bytes < 64 * 1024 {
+            issue(
+                "outbox.max_bytes",
+                format!(
+                    "{} is too small: allowed 65536 bytes (64 KiB) or more",
+                    self.outbox.max_bytes
+                ),
+            );
+        }
+        let p = &self.plates;
+        if !(0.0..=1.0).contains(&p.min_confidence) {
+            issue(
+                "plates.min_confidence",
+                format!("{} is out of range: allowed 0.0 to 1.0", p.min_confidence),
+            );
+        }
+        if !(1..=100).contains(&p.confirm_frames) {
+            issue(
+                "plates.confirm_frames",
+                format!("{} is out of range: allowed 1 to 100", p.confirm_frames),
+            );
+        }
+        if !(0.1..=3600.0).contains(&p.lost_after_s) {
+            issue(
+                "plates.lost_after_s",
+                format!(
+                    "{} is out of range: allowed 0.1 to 3600 seconds",
+                    p.lost_after_s
+                ),
+            );
+        }
+        if p.regions.is_empty() {
+            issue(
+                "plates.regions",
+                format!(
+                    "is empty: allowed values are {}",
+                    crate::plate::grammar::REGION_NAMES
+                ),
+            );
+        }
+        for (i, r) in p.regions.iter().enumerate() {
+            if crate::plate::grammar::Region::parse(r).is_none() {
+                issue(
+                    &format!("plates.regions[{i}]"),
+                    format!(
+                        "{r:?} is not a known plate grammar: allowed {}",
+                        crate::plate::grammar::REGION_NAMES
+                    ),
+                );
+            }
+        }
+        if p.detector_max_side < 320 || p.detector_max_side > 4096 || p.detector_max_side % 32 != 0
+        {
+            issue(
+                "plates.detector_max_side",
+                format!(
+                    "{} is not allowed: use a multiple of 32 from 320 to 4096",
+                    p.detector_max_side
+                ),
+            );
+        }
+        if p.retry_max_side != 0
+            && (p.retry_max_side <= p.detector_max_side
+                || p.retry_max_side > 4096
+                || p.retry_max_side % 32 != 0)
+        {
+            issue(
+                "plates.retry_max_side",
+                format!(
+                    "{} is not allowed: 0 (off) or a multiple of 32 above plates.detector_max_side ({}) and at most 4096",
+                    p.retry_max_side, p.detector_max_side
+                ),
+            );
+        }
+        if self.cameras.is_empty() {
+            issue(
+                "camera",
+                "no camera is configured: add at least one [[camera]] table".into(),
+            );
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("camera[{i}].{k}");
+            if !is_topic_segment(&cam.id) {
+                issue(
+                    &key("id"),
+                    format!("{:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'", cam.id),
+                );
+            }
+            if self.cameras[..i].iter().any(|c| c.id == cam.id) {
+                issue(
+                    &key("id"),
+                    format!(
+                        "{:?} is used by an earlier camera: ids must be unique",
+                        cam.id
+                    ),
+                );
+            }
+            if cam.lane.trim().is_empty() {
+                issue(
+                    &key("lane"),
+                    "is empty: name the lane this camera watches".into(),
+                );
+            }
+            if let Err(e) = SourceSpec::parse(&cam.url) {
+                issue(&key("url"), e);
+            }
+            if let Some(fps) = cam.fps {
+                if !(0.1..=120.0).contains(&fps) {
+                    issue(
+                        &key("fps"),
+                        format!("{fps} is out of range: allowed 0.1 to 120"),
+                    );
+                }
+            }
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if let Some(qr) = &cam.qr {
+                qr.validate(&format!("camera[{i}].qr"), &mut issue);
+            }
+            cam.lane_view()
+                .validate(&format!("camera[{i}]"), &mut issue);
+            cam.motion
+                .validate(&format!("camera[{i}].motion"), &mut issue);
+        }
+        let camera_yards: Vec<_> = self
+            .cameras
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.yard.as_ref()))
+            .collect();
+        crate::yard::config::validate(&self.yards, &camera_yards, &mut issue);
+        issues
+    }
+}
