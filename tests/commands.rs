@@ -7,21 +7,6 @@ use base64::Engine;
 use common::*;
 use std::time::Duration;
 
-fn reply(sub: &Subscriber, name: &str, id: serde_json::Value) -> serde_json::Value {
-    let topic = format!("/cmd/{name}/reply");
-    assert!(
-        sub.wait_until(Duration::from_secs(15), |m| m
-            .iter()
-            .any(|m| m.topic.ends_with(&topic) && m.payload["id"] == id)),
-        "no reply to {name} {id}"
-    );
-    sub.on(&topic)
-        .into_iter()
-        .find(|m| m.payload["id"] == id)
-        .unwrap()
-        .payload
-}
-
 #[test]
 fn commands_are_answered_and_bad_ones_do_not_hurt() {
     let broker = Broker::start();
@@ -36,12 +21,12 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
     let hub = Publisher::new(broker.port);
 
     hub.send("ping", r#"{"id":"p1"}"#);
-    let r = reply(&sub, "ping", "p1".into());
+    let r = reply(&sub, "ping", "p1");
     assert_eq!(r["ok"], true);
     assert!(r["result"]["pong"].is_string());
 
     hub.send("status", r#"{"id":2}"#);
-    let r = reply(&sub, "status", 2.into());
+    let r = reply(&sub, "status", 2);
     assert_eq!(r["result"]["state"], "online");
     assert_valid("status.v1.json", &r["result"]);
 
@@ -49,7 +34,7 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
         "snapshot",
         r#"{"id":"s1","camera":"cam1","max_bytes":50000}"#,
     );
-    let r = reply(&sub, "snapshot", "s1".into());
+    let r = reply(&sub, "snapshot", "s1");
     assert_eq!(r["ok"], true, "{r}");
     let jpeg = base64::engine::general_purpose::STANDARD
         .decode(r["result"]["jpeg_b64"].as_str().unwrap())
@@ -66,12 +51,12 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
     );
 
     hub.send("snapshot", r#"{"id":"s2","camera":"nope"}"#);
-    assert!(reply(&sub, "snapshot", "s2".into())["error"]
+    assert!(reply(&sub, "snapshot", "s2")["error"]
         .as_str()
         .unwrap()
         .contains("unknown camera"));
     hub.send("reboot", r#"{"id":"r1"}"#);
-    assert!(reply(&sub, "reboot", "r1".into())["error"]
+    assert!(reply(&sub, "reboot", "r1")["error"]
         .as_str()
         .unwrap()
         .contains("unknown command"));
@@ -119,18 +104,18 @@ fn commands_are_answered_and_bad_ones_do_not_hurt() {
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, good.replace("lane = \"in-1\"", "lane = \"\"")).unwrap();
     hub.send("reload_config", r#"{"id":"c1"}"#);
-    let r = reply(&sub, "reload_config", "c1".into());
+    let r = reply(&sub, "reload_config", "c1");
     assert!(
         r["error"].as_str().unwrap().contains("camera[0].lane"),
         "{r}"
     );
     hub.send("ping", r#"{"id":"p2"}"#);
-    assert_eq!(reply(&sub, "ping", "p2".into())["ok"], true);
+    assert_eq!(reply(&sub, "ping", "p2")["ok"], true);
     // ... a valid one restarts cleanly to apply it.
     std::fs::write(&cfg, good).unwrap();
     hub.send("reload_config", r#"{"id":"c2"}"#);
     assert_eq!(
-        reply(&sub, "reload_config", "c2".into())["result"]["restarting"],
+        reply(&sub, "reload_config", "c2")["result"]["restarting"],
         true
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -158,7 +143,7 @@ fn commands_status_and_last_will_over_mqtt5() {
     wait_online(&sub);
     let hub = Publisher::new(broker.port);
     hub.send("ping", r#"{"id":"v5"}"#);
-    assert_eq!(reply(&sub, "ping", "v5".into())["ok"], true);
+    assert_eq!(reply(&sub, "ping", "v5")["ok"], true);
     hub.send("status", "not json");
     assert!(sub.wait_until(Duration::from_secs(15), |m| m
         .iter()

@@ -150,44 +150,17 @@ fn entries_and_exits_are_counted_kept_across_restarts_and_reconciled() {
         .filter(|m| m.topic.ends_with("/yard/yard-a/occupancy"))
         .count()
         > before));
-    let hub = rumqttc::Client::new(
-        rumqttc::MqttOptions::new("hub", "127.0.0.1", broker.port),
-        10,
-    );
-    let (hub, mut conn) = hub;
-    std::thread::spawn(move || for _ in conn.iter() {});
-    let send = |name: &str, body: &str| {
-        hub.publish(
-            format!("gatewatch/test/box1/cmd/{name}"),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            body.as_bytes().to_vec(),
-        )
-        .unwrap()
-    };
-    let reply = |name: &str, id: &str| {
-        let topic = format!("/cmd/{name}/reply");
-        assert!(
-            sub.wait_until(Duration::from_secs(15), |m| m
-                .iter()
-                .any(|m| m.topic.ends_with(&topic) && m.payload["id"] == id)),
-            "no reply to {id}"
-        );
-        sub.on(&topic)
-            .into_iter()
-            .find(|m| m.payload["id"] == id)
-            .unwrap()
-            .payload
-    };
+    let hub = Publisher::new(broker.port);
+    let send = |name: &str, body: &str| hub.send(name, body);
     send("yard_list", r#"{"id":"l1"}"#);
-    let list = reply("yard_list", "l1");
+    let list = reply(&sub, "yard_list", "l1");
     assert_eq!(list["result"]["inside"][0]["plate"], "29C123456", "{list}");
     assert_eq!(list["result"]["listed"], 1);
     send(
         "yard_remove",
         r#"{"id":"r1","yard":"yard-a","plate":"51A12345"}"#,
     );
-    assert!(reply("yard_remove", "r1")["error"]
+    assert!(reply(&sub, "yard_remove", "r1")["error"]
         .as_str()
         .unwrap()
         .contains("not inside"));
@@ -195,7 +168,7 @@ fn entries_and_exits_are_counted_kept_across_restarts_and_reconciled() {
         "yard_set",
         r#"{"id":"s1","yard":"yard-a","occupied":2,"inside":["29c-123.456"]}"#,
     );
-    let r = reply("yard_set", "s1");
+    let r = reply(&sub, "yard_set", "s1");
     assert_eq!(r["result"]["occupancy"]["occupied"], 2, "{r}");
     assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 7));
     let events = yard_events(&sub);

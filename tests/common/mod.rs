@@ -410,3 +410,20 @@ pub fn wait_online(sub: &Subscriber) {
         "gatewatch did not come online"
     );
 }
+
+/// Waits (up to 15 s) for the reply to command `name` with `id` and returns it.
+pub fn reply(sub: &Subscriber, name: &str, id: impl Into<serde_json::Value>) -> serde_json::Value {
+    let id = id.into();
+    let topic = format!("/cmd/{name}/reply");
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |m| m
+            .iter()
+            .any(|m| m.topic.ends_with(&topic) && m.payload["id"] == id)),
+        "no reply to {name} {id}"
+    );
+    sub.on(&topic)
+        .into_iter()
+        .find(|m| m.payload["id"] == id)
+        .unwrap()
+        .payload
+}
