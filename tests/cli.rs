@@ -10,11 +10,7 @@ fn example_config() -> std::path::PathBuf {
 
 #[test]
 fn check_accepts_the_example_config_and_prints_it_resolved() {
-    let out = gatewatch()
-        .args(["check", "--config"])
-        .arg(example_config())
-        .output()
-        .unwrap();
+    let out = check_config(&example_config());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -59,11 +55,7 @@ fps = 500.0
 "#,
     )
     .unwrap();
-    let out = gatewatch()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -82,11 +74,7 @@ fps = 500.0
         "site = \"x\"\ndevice = \"y\"\n[mqtt]\nhost = \"h\"\n[models]\nset = \"best\"\n",
     )
     .unwrap();
-    let out = gatewatch()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

@@ -23,13 +23,7 @@ fn rendered_clip_gives_exactly_one_valid_event_per_passage() {
         "handoff = \"every\"\nat_end = \"stop\"",
     );
 
-    let out = gatewatch()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "gatewatch run failed: {log}");
+    let log = run_to_end(&cfg);
     assert!(sub.wait_until(Duration::from_secs(10), |m| m
         .iter()
         .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "offline")));

@@ -39,11 +39,7 @@ min_plate_height_px = 300
 "#
     );
     let cfg = write_config(dir.path(), broker.port, &url, &more);
-    let check = gatewatch()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let check = check_config(&cfg);
     assert!(check.status.success(), "{check:?}");
     let _gw = run_in_background(&cfg);
     let want: Vec<String> = demo_plates()
@@ -107,11 +103,7 @@ fn check_names_bad_lane_settings() {
         "folder:/nonexistent",
         "roi = [[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]\nmin_plate_height_px = 9000\n[camera.motion]\nmin_changed = 2.0",
     );
-    let out = gatewatch()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     assert!(!out.status.success());
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);

@@ -242,17 +242,7 @@ fn run_publishes_one_qr_event_per_code_held_in_view() {
         &url,
         "fps = 10.0\nhandoff = \"every\"\nat_end = \"stop\"\n[camera.qr]\nscan_fps = 10.0\ngone_after_s = 0.5",
     );
-    let out = common::gatewatch()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = common::run_to_end(&cfg);
     assert!(!log.contains("TK-2026-000777"), "payloads are not logged");
     assert!(sub.wait_until(std::time::Duration::from_secs(10), |m| m
         .iter()

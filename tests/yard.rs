@@ -42,18 +42,9 @@ fn config(dir: &Path, port: u16, entry: Option<&str>, exit: Option<&str>) -> std
     path
 }
 
-fn run_to_end(cfg: &Path) {
-    let out = gatewatch()
-        .args(["run", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(cfg.with_extension("log"), &out.stderr).unwrap();
+/// Runs to the end and keeps the log next to the config (for a failing assertion's reader).
+fn run_and_keep_log(cfg: &Path) {
+    std::fs::write(cfg.with_extension("log"), run_to_end(cfg)).unwrap();
 }
 
 fn yard_events(sub: &Subscriber) -> Vec<serde_json::Value> {
@@ -87,7 +78,7 @@ fn entries_and_exits_are_counted_kept_across_restarts_and_reconciled() {
     let exit = frames(dir.path(), "out", &["51A12345"]);
 
     // Two trucks enter: the yard is full.
-    run_to_end(&config(dir.path(), broker.port, Some(&entry), None));
+    run_and_keep_log(&config(dir.path(), broker.port, Some(&entry), None));
     assert!(
         sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 3),
         "{:?} {:?}",
@@ -109,7 +100,7 @@ fn entries_and_exits_are_counted_kept_across_restarts_and_reconciled() {
     let first_entry = yard_events(&sub)[0]["event_id"].clone();
 
     // Restart with the exit camera: the state came back from disk, 51A12345 leaves.
-    run_to_end(&config(dir.path(), broker.port, None, Some(&exit)));
+    run_and_keep_log(&config(dir.path(), broker.port, None, Some(&exit)));
     assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) == 5));
     let events = yard_events(&sub);
     assert_eq!(
@@ -231,11 +222,7 @@ inside = [0.5, 0.9]
 "#,
     )
     .unwrap();
-    let out = gatewatch()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check_config(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     for needle in [
@@ -269,7 +256,7 @@ fn a_both_lane_takes_the_direction_from_the_whole_track() {
     let url = frames(dir.path(), "up", &["51A12345", "15C04567"]);
     // Each plate is published after 3 reads, before it reaches the line; the yard must still see
     // it cross, from the track's first box to its last.
-    run_to_end(&both_lane_config(dir.path(), broker.port, &url, ""));
+    run_and_keep_log(&both_lane_config(dir.path(), broker.port, &url, ""));
     assert!(sub.wait_until(Duration::from_secs(10), |m| count_yard_events(m) >= 2));
     let events = yard_events(&sub);
     let kinds: Vec<_> = events
@@ -301,7 +288,7 @@ fn a_vehicle_whose_plate_cannot_be_read_still_counts() {
         .write_frames(&out)
         .unwrap();
     let url = format!("folder:{}", out.display());
-    run_to_end(&both_lane_config(
+    run_and_keep_log(&both_lane_config(
         dir.path(),
         broker.port,
         &url,

@@ -427,3 +427,25 @@ pub fn reply(sub: &Subscriber, name: &str, id: impl Into<serde_json::Value>) -> 
         .unwrap()
         .payload
 }
+
+/// `gatewatch check --config cfg`, waited for.
+pub fn check_config(cfg: &Path) -> std::process::Output {
+    gatewatch()
+        .args(["check", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap()
+}
+
+/// `gatewatch run --config cfg` until it ends by itself (sources with `at_end = "stop"`); asserts
+/// it succeeded and returns its log.
+pub fn run_to_end(cfg: &Path) -> String {
+    let out = gatewatch()
+        .args(["run", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "gatewatch run failed: {log}");
+    log
+}
