@@ -137,22 +137,34 @@ fn rotated_warped_blurred_noisy_and_inverted_codes_are_read() {
 
 #[test]
 fn smallest_module_that_still_decodes_in_a_1080p_frame() {
-    let text = "TK-2026-000123";
-    let mut smallest = None;
-    for module in (1..=5).rev() {
-        let mut frame = background();
-        paste(&mut frame, &render(text, module), 900, 500);
-        // A real lens blurs a little.
-        let mut seen = Mat::default();
-        opencv::imgproc::gaussian_blur_def(&frame, &mut seen, Size::new(3, 3), 0.8).unwrap();
-        if texts(&seen) == [text] {
-            smallest = Some(module);
-        } else {
-            break;
+    let smallest = |inverted: bool| {
+        let text = "TK-2026-000123";
+        let mut smallest = None;
+        for module in (1..=6).rev() {
+            let mut frame = background();
+            paste(&mut frame, &render(text, module), 900, 500);
+            if inverted {
+                frame = gatewatch::qr::eval::invert(&frame).unwrap();
+            }
+            // A real lens blurs a little.
+            let mut seen = Mat::default();
+            opencv::imgproc::gaussian_blur_def(&frame, &mut seen, Size::new(3, 3), 0.8).unwrap();
+            if texts(&seen) == [text] {
+                smallest = Some(module);
+            } else {
+                break;
+            }
         }
-    }
-    println!("smallest module that decodes in a slightly blurred 1080p frame: {smallest:?} px");
-    assert!(smallest.is_some_and(|m| m <= 3), "{smallest:?}");
+        smallest
+    };
+    let (dark, light) = (smallest(false), smallest(true));
+    println!(
+        "smallest module that decodes in a slightly blurred 1080p frame: {dark:?} px dark on \
+         light, {light:?} px light on dark"
+    );
+    assert!(dark.is_some_and(|m| m <= 3), "{dark:?}");
+    // Light-on-dark codes in frames over 1.2 MP are looked for at half size (docs/qr.md).
+    assert!(light.is_some_and(|m| m <= 4), "{light:?}");
 }
 
 #[test]
@@ -198,7 +210,8 @@ fn zxing_black_box_photos_meet_the_target() {
         inverted["decoded"], inverted["attempts"]
     );
     assert_eq!(inverted["wrong"], 0);
-    assert!(inverted["decoded"].as_u64().unwrap() >= 376, "{inverted}");
+    // The issue's bar for inverted copies is 166 of 179 (92.7 %): 360 of these 388 attempts.
+    assert!(inverted["decoded"].as_u64().unwrap() >= 360, "{inverted}");
 }
 
 /// Writes frames: code A for 1 s, nothing for 1 s, A and B together for 1 s (10 fps).

@@ -100,7 +100,7 @@ pub fn evaluate(
     opts: &QrEvalOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Value> {
-    let decoder = QrDecoder::new().with_fallbacks(opts.fallbacks);
+    let decoder = decoder(opts.fallbacks);
     let rotations = &opts.rotations;
     let mut per_rotation = serde_json::Map::new();
     let (mut decoded_total, mut wrong_total) = (0, 0);
@@ -163,9 +163,17 @@ pub fn evaluate(
 
 fn engine(fallbacks: bool) -> &'static str {
     if fallbacks {
-        "gatewatch: zxing-cpp 0.5.3 (try_harder, try_invert) + global-histogram and blurred retries"
+        "gatewatch: zxing-cpp 0.5.3 (try_harder) + global-histogram and blurred retries (try_invert)"
     } else {
-        "zxing-cpp 0.5.3 (try_harder, try_invert)"
+        "zxing-cpp 0.5.3 (try_harder, try_invert, try_downscale)"
+    }
+}
+
+fn decoder(fallbacks: bool) -> QrDecoder {
+    if fallbacks {
+        QrDecoder::new()
+    } else {
+        QrDecoder::zxing_only()
     }
 }
 
@@ -179,7 +187,7 @@ pub fn invert(m: &Mat) -> Result<Mat> {
 /// Decodes every image of `dir` (none holds a code) scaled to 1920x1080: false positives and the
 /// decode time of a 1080p frame without a code.
 pub fn negatives(dir: &Path, fallbacks: bool) -> Result<Value> {
-    let decoder = QrDecoder::new().with_fallbacks(fallbacks);
+    let decoder = decoder(fallbacks);
     let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

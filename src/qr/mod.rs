@@ -49,41 +49,58 @@ pub struct DecoderStats {
 }
 
 /// A QR decoder. Not `Send` (it owns C++ state): make one per thread.
+///
+/// A frame goes through up to three passes, the later ones only when the earlier found nothing
+/// (measured in `docs/qr.md`): zxing-cpp at full resolution for dark-on-light codes, then on a
+/// half-size copy (frames over 1.2 MP) the global-histogram binarizer and a blurred copy, both
+/// also looking for light-on-dark codes. A frame without a code, the common case in a lane, pays
+/// for all three, so each is chosen for what it adds per millisecond: zxing-cpp's own inverted
+/// pass and downscale pyramid cost 1.1 and 2.8 ms per 1080p frame and found nothing the retries
+/// do not.
 pub struct QrDecoder {
     reader: BarcodeReader,
     /// Second attempt with the global-histogram binarizer, for low-contrast prints.
     global: BarcodeReader,
+    /// Third attempt, on a blurred copy.
+    blurred: BarcodeReader,
     fallbacks: bool,
     stats: std::sync::Arc<DecoderStats>,
 }
 
 impl QrDecoder {
-    /// A decoder for QR and Micro QR codes, trying harder (small codes in large frames), inverted
-    /// codes and rotations.
+    /// The product's decoder for QR and Micro QR codes: see the type's documentation.
     pub fn new() -> QrDecoder {
-        let reader = Self::reader();
-        let global = Self::reader().binarizer(zxingcpp::Binarizer::GlobalHistogram);
         QrDecoder {
-            reader,
-            global,
+            reader: Self::reader().try_invert(false),
+            global: Self::reader().binarizer(zxingcpp::Binarizer::GlobalHistogram),
+            blurred: Self::reader(),
             fallbacks: true,
             stats: Default::default(),
         }
     }
 
-    /// Whether to try the fallbacks when the first pass finds nothing (on by default).
-    pub fn with_fallbacks(mut self, on: bool) -> QrDecoder {
-        self.fallbacks = on;
-        self
+    /// zxing-cpp alone as its authors recommend for camera frames (try harder, try inverted,
+    /// downscale pyramid), without gatewatch's passes: the reference the product is measured
+    /// against.
+    pub fn zxing_only() -> QrDecoder {
+        QrDecoder {
+            reader: Self::reader().try_downscale(true),
+            global: Self::reader(),
+            blurred: Self::reader(),
+            fallbacks: false,
+            stats: Default::default(),
+        }
     }
 
+    /// Try harder (without it, small codes in 1080p frames were lost), inverted codes, no
+    /// rotation search (QR finder patterns are rotation-free), no downscale pyramid.
     fn reader() -> BarcodeReader {
         BarcodeReader::new()
             .formats([BarcodeFormat::QRCode, BarcodeFormat::MicroQRCode])
             .try_harder(true)
             .try_invert(true)
             .try_rotate(false)
-            .try_downscale(true)
+            .try_downscale(false)
             // Plain: the payload's characters as they are (HRI mode would render control
             // characters as `<SOH>`); hygiene for publishing is done by `clean_text`.
             .text_mode(zxingcpp::TextMode::Plain)
@@ -133,10 +150,10 @@ impl QrDecoder {
     }
 
     /// When the first pass finds nothing: the global-histogram binarizer (low-contrast prints),
-    /// then a Gaussian blur that washes out print texture and picture detail inside the modules.
-    /// Frames over 1.2 MP are retried at half size: a code the first pass could not see at full
-    /// resolution because it is too small is not helped by these retries, and half size keeps
-    /// a frame without a code cheap.
+    /// then a Gaussian blur that washes out print texture and picture detail inside the modules,
+    /// both also trying light-on-dark. Frames over 1.2 MP are retried at half size: it keeps a
+    /// frame without a code cheap, and the cost is that a light-on-dark code in such a frame
+    /// needs modules twice as large as a dark-on-light one.
     /// Returns the codes and the factor that maps their positions back to the frame.
     fn retry(
         &self,
@@ -174,7 +191,7 @@ impl QrDecoder {
         }
         let mut blurred = opencv::core::Mat::default();
         opencv::imgproc::gaussian_blur_def(src, &mut blurred, opencv::core::Size::new(5, 5), 0.0)?;
-        let codes = self.reader.from(ImageView::from_slice(
+        let codes = self.blurred.from(ImageView::from_slice(
             blurred.data_bytes()?,
             w,
             h,
@@ -186,17 +203,19 @@ impl QrDecoder {
     /// Decodes an OpenCV image (grey or BGR).
     pub fn decode_mat(&self, image: &opencv::core::Mat) -> Result<Vec<QrRead>> {
         use opencv::prelude::*;
+        if image.channels() == 1 && image.is_continuous() {
+            return self.decode_gray(
+                image.data_bytes()?,
+                image.cols() as usize,
+                image.rows() as usize,
+            );
+        }
         let gray = if image.channels() == 1 {
             image.try_clone()?
         } else {
             let mut g = opencv::core::Mat::default();
             opencv::imgproc::cvt_color_def(image, &mut g, opencv::imgproc::COLOR_BGR2GRAY)?;
             g
-        };
-        let gray = if gray.is_continuous() {
-            gray
-        } else {
-            gray.try_clone()?
         };
         self.decode_gray(
             gray.data_bytes()?,
