@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end demo: render the embedded demo clip, start a local Mosquitto on a free loopback port,
 # run gatewatch on the clip until it ends, and print what an MQTT subscriber received.
-# Exit 0 only if every plate of the clip arrived exactly once with the right text.
+# Exit 0 only if every plate and every QR code of the clip arrived exactly once with the right text.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${GATEWATCH_BIN:-target/release/gatewatch}
@@ -49,6 +49,8 @@ lane = "in-1"
 url = "$WORK/clip.avi"
 handoff = "every"
 at_end = "stop"
+[camera.qr]
+scan_fps = 5
 CONF
 
 echo "demo: broker on 127.0.0.1:$PORT, running gatewatch on the rendered clip (work dir $WORK)"
@@ -61,11 +63,15 @@ grep ' {' "$WORK/received.txt" | grep '/events/' | cut -d' ' -f2- || true
 /usr/bin/python3 - "$WORK/received.txt" "$WORK/expected.jsonl" <<'PY'
 import json, sys
 lines = [l.split(" ", 1) for l in open(sys.argv[1], encoding="utf-8") if " " in l]
-events = [json.loads(p) for t, p in lines if "/events/plate" in t]
-expected = [json.loads(l)["plate"] for l in open(sys.argv[2], encoding="utf-8")]
-read = [e["plate"] for e in events]
-hits = sum(1 for p in expected if read.count(p) == 1)
-extra = [p for p in read if p not in expected]
-print(f"demo: {len(events)} events received, {hits}/{len(expected)} plates read exactly once, {len(extra)} unexpected: {extra}")
-sys.exit(0 if hits == len(expected) and not extra else 1)
+expected = [json.loads(l) for l in open(sys.argv[2], encoding="utf-8")]
+ok = True
+for kind, key in (("plate", "plate"), ("qr", "text")):
+    events = [json.loads(p) for t, p in lines if f"/events/{kind}" in t]
+    want = [e[kind] for e in expected if kind in e]
+    got = [e[key] for e in events]
+    hits = sum(1 for w in want if got.count(w) == 1)
+    extra = [g for g in got if g not in want]
+    print(f"demo: {len(events)} {kind} events received, {hits}/{len(want)} read exactly once, {len(extra)} unexpected: {extra}")
+    ok = ok and hits == len(want) and not extra
+sys.exit(0 if ok else 1)
 PY

@@ -69,6 +69,24 @@ pub fn demo_plates() -> Vec<DemoPlate> {
     ]
 }
 
+/// A QR code a driver shows to the lane camera (an electronic declaration on a phone) while their
+/// vehicle is in view.
+#[derive(Debug, Clone)]
+pub struct DemoCode {
+    /// Index of the vehicle (in order of appearance) whose driver shows the code.
+    pub vehicle: usize,
+    /// The code's text.
+    pub text: &'static str,
+}
+
+/// The codes of the demo clip.
+pub fn demo_codes() -> Vec<DemoCode> {
+    vec![DemoCode {
+        vehicle: 2,
+        text: "TK-2026-000123 VN-CN",
+    }]
+}
+
 /// Clip geometry and timing.
 #[derive(Debug, Clone)]
 pub struct ClipSpec {
@@ -121,12 +139,13 @@ pub struct Renderer {
     cjk: FontVec,
     spec: ClipSpec,
     plates: Vec<DemoPlate>,
+    codes: Vec<DemoCode>,
 }
 
 impl Renderer {
-    /// A renderer for the full demo clip.
+    /// A renderer for the full demo clip: its plates and its codes.
     pub fn new(spec: ClipSpec) -> Result<Self> {
-        Self::with_plates(spec, demo_plates())
+        Ok(Self::with_plates(spec, demo_plates())?.with_codes(demo_codes()))
     }
 
     /// A renderer for a clip showing `plates`, one vehicle each.
@@ -136,12 +155,24 @@ impl Renderer {
             cjk: load_font(CJK_FONTS, "fonts-droid-fallback")?,
             spec,
             plates,
+            codes: Vec::new(),
         })
+    }
+
+    /// Shows `codes` too.
+    pub fn with_codes(mut self, codes: Vec<DemoCode>) -> Self {
+        self.codes = codes;
+        self
     }
 
     /// The plates shown, in order.
     pub fn plates(&self) -> &[DemoPlate] {
         &self.plates
+    }
+
+    /// The codes shown.
+    pub fn codes(&self) -> &[DemoCode] {
+        &self.codes
     }
 
     /// Total frames of the clip.
@@ -163,6 +194,9 @@ impl Renderer {
             if let (Some(plate), true) = (self.plates.get(vehicle), k < s.frames_per_vehicle) {
                 let progress = k as f64 / (s.frames_per_vehicle - 1).max(1) as f64;
                 self.draw_vehicle(&mut img, plate, progress, vehicle)?;
+                for code in self.codes.iter().filter(|c| c.vehicle == vehicle) {
+                    draw_phone(&mut img, code.text)?;
+                }
             }
         }
         Ok(img)
@@ -441,6 +475,27 @@ fn draw_road(img: &mut Mat, frame: usize) -> Result<()> {
         imgproc::LINE_AA,
         false,
     )?;
+    Ok(())
+}
+
+/// A phone held up at the booth window, top right of the frame (clear of the vehicles' path),
+/// showing `text` as a QR code with 4 px modules.
+fn draw_phone(img: &mut Mat, text: &str) -> Result<()> {
+    let code = qr_image(text, 4)?;
+    let mut code_bgr = Mat::default();
+    imgproc::cvt_color_def(&code, &mut code_bgr, imgproc::COLOR_GRAY2BGR)?;
+    let side = code.cols();
+    let x = img.cols() - side - 40;
+    let phone = Rect::new(x - 10, 20, side + 20, side + 60);
+    imgproc::rectangle(
+        img,
+        phone,
+        Scalar::new(30.0, 30.0, 30.0, 0.0),
+        imgproc::FILLED,
+        imgproc::LINE_AA,
+        0,
+    )?;
+    code_bgr.copy_to(&mut Mat::roi_mut(img, Rect::new(x, 40, side, side))?)?;
     Ok(())
 }
 

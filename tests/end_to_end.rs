@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use gatewatch::demo::{demo_codes, demo_plates, ClipSpec, Renderer};
 use std::time::Duration;
 
 #[test]
@@ -20,7 +20,7 @@ fn rendered_clip_gives_exactly_one_valid_event_per_passage() {
         dir.path(),
         broker.port,
         clip.to_str().unwrap(),
-        "handoff = \"every\"\nat_end = \"stop\"",
+        "handoff = \"every\"\nat_end = \"stop\"\n[camera.qr]\nscan_fps = 5",
     );
 
     let log = run_to_end(&cfg);
@@ -38,13 +38,31 @@ fn rendered_clip_gives_exactly_one_valid_event_per_passage() {
     want.sort();
     assert_eq!(got, want, "exactly one event per plate passage\n{log}");
 
-    for (i, e) in events.iter().enumerate() {
+    // The driver of one truck shows a QR code: one event for it, with its text.
+    let codes = sub.on("/events/qr");
+    let texts: Vec<&str> = codes
+        .iter()
+        .filter_map(|e| e.payload["text"].as_str())
+        .collect();
+    let want_codes: Vec<&str> = demo_codes().iter().map(|c| c.text).collect();
+    assert_eq!(texts, want_codes, "one event per code shown\n{log}");
+    for e in &codes {
+        assert_valid("qr.v1.json", &e.payload);
+    }
+    // Plate and QR events share one sequence, increasing by one per event.
+    let mut seqs: Vec<u64> = events
+        .iter()
+        .chain(&codes)
+        .map(|e| e.payload["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=(events.len() + codes.len()) as u64).collect::<Vec<_>>()
+    );
+
+    for e in &events {
         assert_valid("plate.v1.json", &e.payload);
-        assert_eq!(
-            e.payload["seq"],
-            i as u64 + 1,
-            "seq increases by one per event"
-        );
         assert_eq!(e.topic, "gatewatch/test/box1/events/plate");
         assert!(!e.retain);
         let want_region = demo_plates()

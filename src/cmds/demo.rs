@@ -9,7 +9,8 @@ use crate::demo::{ClipSpec, Renderer};
 /// `gatewatch demo …`
 #[derive(Debug, clap::Subcommand)]
 pub enum DemoCmd {
-    /// Render the demo lane clip (MJPEG AVI) and print the plates it shows, one JSON line each.
+    /// Render the demo lane clip (MJPEG AVI) and print the plates (`{"plate": …}`) and QR codes
+    /// (`{"qr": …}`) it shows, one JSON line each.
     Render {
         /// Output video file.
         #[arg(long)]
@@ -70,6 +71,12 @@ pub fn run(cmd: &DemoCmd) -> Result<ExitCode> {
                 println!(
                     "{}",
                     serde_json::json!({"plate": p.expected, "region": p.region, "printed": p.lines})
+                );
+            }
+            for c in r.codes() {
+                println!(
+                    "{}",
+                    serde_json::json!({"qr": c.text, "vehicle": c.vehicle})
                 );
             }
             Ok(ExitCode::SUCCESS)
