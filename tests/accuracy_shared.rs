@@ -11,7 +11,7 @@ use gatewatch::models::{self, ModelSet};
 use gatewatch::plate::grammar::Region;
 use gatewatch::plate::reader::{PlateReader, ReaderOptions};
 
-fn eval_set(set: ModelSet, floors: [f64; 2]) {
+fn eval_set(set: ModelSet, retry_max_side: u32, floors: [f64; 2]) {
     let Some(base) = common::shared_dir("data/plates") else {
         return;
     };
@@ -25,6 +25,7 @@ fn eval_set(set: ModelSet, floors: [f64; 2]) {
     {
         let opts = ReaderOptions {
             regions: vec![grammar],
+            retry_max_side,
             ..ReaderOptions::default()
         };
         let mut reader = PlateReader::load(set, &dir, None, opts).unwrap();
@@ -48,10 +49,11 @@ fn eval_set(set: ModelSet, floors: [f64; 2]) {
 
 #[test]
 fn default_model_set_on_shared_plates() {
-    eval_set(ModelSet::Default, [0.78, 0.87]);
+    // With the larger second detection that takes it past the 0.85 target (docs/accuracy.md).
+    eval_set(ModelSet::Default, 1600, [0.84, 0.88]);
 }
 
 #[test]
 fn fast_alpr_model_set_on_shared_plates() {
-    eval_set(ModelSet::FastAlpr, [0.90, 0.92]);
+    eval_set(ModelSet::FastAlpr, 0, [0.90, 0.92]);
 }
