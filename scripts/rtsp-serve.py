@@ -4,6 +4,9 @@
 Usage: rtsp-serve.py PORT FILE [MOUNT]
 Every client gets its own pipeline from the start of FILE (MJPEG AVI, re-encoded to H.264); at the
 end of the file the stream ends, as a camera that drops the connection would.
+The encoder's settings are stated, not left to x264's defaults: a fixed quantiser (constant
+quality whatever the motion, so small plate characters are never starved by a rate controller),
+a key frame every 5 frames, no B-frames, one encoder thread (the same stream on any machine).
 Must run with Debian's /usr/bin/python3 (it needs python3-gi).
 """
 import sys
@@ -23,7 +26,8 @@ server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
     f"( filesrc location={path} ! avidemux ! jpegdec ! videoconvert ! "
-    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 ! rtph264pay name=pay0 pt=96 )"
+    "x264enc tune=zerolatency speed-preset=ultrafast pass=quant quantizer=18 key-int-max=5 "
+    "bframes=0 threads=1 ! rtph264pay name=pay0 pt=96 )"
 )
 factory.set_shared(False)
 server.get_mount_points().add_factory(mount, factory)

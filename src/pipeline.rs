@@ -7,14 +7,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
-use crate::motion::{MotionConfig, MotionGate};
-use crate::plate::lane_view::{LaneView, LaneViewConfig};
-use crate::plate::reader::{PlateRead, PlateReader};
-use crate::plate::tracker::{ClosedTrack, Passage, Tracker, TrackerOptions};
+use crate::motion::MotionConfig;
+use crate::plate::lane::PlateLane;
+use crate::plate::lane_view::LaneViewConfig;
+use crate::plate::reader::PlateReader;
+use crate::plate::tracker::{ClosedTrack, Passage, TrackerOptions};
 use crate::qr::stage::{self as qr_stage, CameraQrConfig, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
-use crate::vision::BBox;
 use crate::yard::config::{entering, CameraYardConfig, LaneRole};
 use crate::yard::engine::{Direction, PassageInput};
 use crate::yard::service::YardService;
@@ -29,6 +29,8 @@ pub struct PipelineStats {
     pub still: AtomicU64,
     pub reads: AtomicU64,
     pub passages: AtomicU64,
+    /// Vehicles whose reads disagreed: nothing was published for them.
+    pub withheld: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -42,6 +44,7 @@ impl PipelineStats {
             "still": n(&self.still),
             "reads": n(&self.reads),
             "passages": n(&self.passages),
+            "withheld": n(&self.withheld),
             "errors": n(&self.errors),
         })
     }
@@ -59,8 +62,8 @@ pub struct StageTimes {
 }
 
 impl StageTimes {
-    fn record(slot: &Mutex<Vec<f32>>, since: std::time::Instant) {
-        let ms = since.elapsed().as_secs_f32() * 1000.0;
+    fn record_ms(&self, slot: &Mutex<Vec<f32>>, took: Duration) {
+        let ms = took.as_secs_f32() * 1000.0;
         slot.lock().expect("stage times lock").push(ms);
     }
 }
@@ -165,14 +168,10 @@ fn run(p: PipelineParts) {
         }
     });
     let mut next_qr_t = f64::NEG_INFINITY;
-    let mut tracker = Tracker::new(p.tracker.clone());
-    let mut last_t = f64::NEG_INFINITY;
+    let mut lane = PlateLane::new(p.view.clone(), p.motion.clone(), p.tracker.clone());
     // Maps stream time to wall time for the passage's first_seen.
-    let mut clock_ref: (f64, DateTime<Utc>) = (0.0, Utc::now());
+    let mut clock = StreamClock::new();
     let mut frame_size = (1.0, 1.0);
-    let mut view = LaneView::new(p.view.clone(), 1, 1);
-    let mut gate = MotionGate::new(p.motion.clone());
-    let mut last_reads = (Vec::new(), Vec::new());
     loop {
         let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
             Taken::Frame(f) => f,
@@ -181,17 +180,13 @@ fn run(p: PipelineParts) {
                 if p.live {
                     let t = process_clock();
                     let wall = Utc::now();
-                    emit(&p, tracker.update(t, &[]), (t, wall), wall);
-                    count_closed(&p, &mut tracker, (t, wall), frame_size);
+                    clock.set(t, wall);
+                    emit(&p, lane.on_idle(t), &clock, wall);
+                    count_closed(&p, &mut lane, &clock, frame_size);
                 }
                 continue;
             }
         };
-        if frame.t < last_t {
-            // A recorded stream started over: close what the previous run left open.
-            emit(&p, tracker.flush(), clock_ref, frame.captured_at);
-            count_closed(&p, &mut tracker, clock_ref, frame_size);
-        }
         if frame.t < next_qr_t - 1.0 {
             next_qr_t = f64::NEG_INFINITY; // the stream started over
         }
@@ -205,8 +200,9 @@ fn run(p: PipelineParts) {
                 }
             }
         }
-        last_t = frame.t;
-        clock_ref = (frame.t, frame.captured_at);
+        // Passages that a restarted recording closes belong to the previous run's clock.
+        let previous_clock = clock.clone();
+        clock.set(frame.t, frame.captured_at);
         {
             use opencv::prelude::MatTraitConst;
             frame_size = (
@@ -215,74 +211,79 @@ fn run(p: PipelineParts) {
             );
         }
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
-        let lane = read_lane(&p, &mut view, &mut gate, &frame, &mut last_reads);
-        let (reads, unread) = match lane {
-            Ok(r) => r,
+        let mut read = |image: &opencv::core::Mat| {
+            let mut reader = p.reader.lock().expect("reader lock");
+            let reads = reader.read(image)?;
+            Ok((reads, reader.unread().to_vec()))
+        };
+        let done = match lane.on_frame(&frame.image, frame.t, &mut read) {
+            Ok(done) => done,
             Err(e) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(camera = %p.camera, error = %format!("{e:#}"), "frame could not be read; skipped");
                 continue;
             }
         };
+        if done.inferred {
+            p.stats.inferred.fetch_add(1, Ordering::Relaxed);
+        } else {
+            p.stats.still.fetch_add(1, Ordering::Relaxed);
+        }
         p.stats
             .reads
-            .fetch_add(reads.len() as u64, Ordering::Relaxed);
-        for r in &reads {
+            .fetch_add(done.reads.len() as u64, Ordering::Relaxed);
+        for r in &done.reads {
             tracing::debug!(camera = %p.camera, plate = %r.plate, confidence = r.confidence, t = frame.t, "plate read");
         }
-        let t_track = std::time::Instant::now();
-        emit(
-            &p,
-            tracker.update_with_unread(frame.t, &reads, &unread),
-            clock_ref,
-            frame.captured_at,
-        );
-        count_closed(&p, &mut tracker, clock_ref, frame_size);
+        let t_emit = std::time::Instant::now();
+        let (restarted, current): (Vec<_>, Vec<_>) = done
+            .passages
+            .into_iter()
+            .partition(|pass| pass.last_seen > frame.t);
+        emit(&p, restarted, &previous_clock, frame.captured_at);
+        emit(&p, current, &clock, frame.captured_at);
+        count_closed(&p, &mut lane, &clock, frame_size);
         if let Some(t) = &p.timings {
-            StageTimes::record(&t.track, t_track);
+            t.record_ms(&t.gate, done.gate);
+            if done.inferred {
+                t.record_ms(&t.read, done.read);
+            }
+            t.record_ms(&t.track, done.track + t_emit.elapsed());
         }
         *p.latest.lock().expect("latest frame lock") = Some(frame.image);
     }
-    emit(&p, tracker.flush(), clock_ref, Utc::now());
-    count_closed(&p, &mut tracker, clock_ref, frame_size);
+    emit(&p, lane.finish(), &clock, Utc::now());
+    count_closed(&p, &mut lane, &clock, frame_size);
     if let Some((slot, handle, _)) = qr {
         slot.close();
         let _ = handle.join();
     }
 }
 
-/// Reads the plates in the lane of one frame, or reuses the previous frame's reads when the
-/// motion gate finds the lane still (so tracks behave as if the frame had been read).
-fn read_lane(
-    p: &PipelineParts,
-    view: &mut LaneView,
-    gate: &mut MotionGate,
-    frame: &crate::source::Frame,
-    last_reads: &mut (Vec<PlateRead>, Vec<BBox>),
-) -> anyhow::Result<(Vec<PlateRead>, Vec<BBox>)> {
-    let t_gate = std::time::Instant::now();
-    let lane = view.cut(&frame.image)?;
-    let read = gate.should_read(&lane, frame.t)?;
-    if let Some(t) = &p.timings {
-        StageTimes::record(&t.gate, t_gate);
+/// Maps a stream time (seconds) to wall time, from the stream and wall time of the latest frame.
+#[derive(Debug, Clone)]
+struct StreamClock {
+    t: f64,
+    wall: DateTime<Utc>,
+}
+
+impl StreamClock {
+    fn new() -> Self {
+        Self {
+            t: 0.0,
+            wall: Utc::now(),
+        }
     }
-    if !read {
-        p.stats.still.fetch_add(1, Ordering::Relaxed);
-        return Ok(last_reads.clone());
+
+    fn set(&mut self, t: f64, wall: DateTime<Utc>) {
+        (self.t, self.wall) = (t, wall);
     }
-    p.stats.inferred.fetch_add(1, Ordering::Relaxed);
-    let t_read = std::time::Instant::now();
-    let (reads, unread) = {
-        let mut reader = p.reader.lock().expect("reader lock");
-        let reads = reader.read(&lane)?;
-        (reads, view.place_boxes(reader.unread()))
-    };
-    if let Some(t) = &p.timings {
-        StageTimes::record(&t.read, t_read);
+
+    /// The wall time of stream time `t`, never later than the latest frame.
+    fn wall_of(&self, t: f64) -> DateTime<Utc> {
+        let back = ChronoDuration::milliseconds(((self.t - t) * 1000.0) as i64);
+        (self.wall - back).min(self.wall)
     }
-    let reads = (view.place(reads), unread);
-    last_reads.clone_from(&reads);
-    Ok(reads)
 }
 
 /// Hands a copy of the frame to the QR stage; returns whether a frame it had not taken yet was
@@ -302,15 +303,9 @@ fn offer_to_qr(slot: &FrameSlot, frame: &crate::source::Frame) -> bool {
     slot.put(copy, &NEVER)
 }
 
-fn emit(
-    p: &PipelineParts,
-    passages: Vec<Passage>,
-    clock_ref: (f64, DateTime<Utc>),
-    at: DateTime<Utc>,
-) {
+fn emit(p: &PipelineParts, passages: Vec<Passage>, clock: &StreamClock, at: DateTime<Utc>) {
     for pass in passages {
-        let first_seen = clock_ref.1
-            - ChronoDuration::milliseconds(((clock_ref.0 - pass.first_seen) * 1000.0) as i64);
+        let first_seen = clock.wall_of(pass.first_seen);
         let body = PlateEvent {
             plate: pass.plate.clone(),
             plate_raw: pass.plate_raw.clone(),
@@ -341,15 +336,17 @@ fn emit(
 /// `both` gate line known, and a vehicle whose plate was never read counts too (`plate: null`).
 fn count_closed(
     p: &PipelineParts,
-    tracker: &mut Tracker,
-    clock_ref: (f64, DateTime<Utc>),
+    lane: &mut PlateLane,
+    clock: &StreamClock,
     frame_size: (f64, f64),
 ) {
-    let closed = tracker.take_closed();
+    for w in lane.take_withheld() {
+        p.stats.withheld.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(camera = %p.camera, candidates = ?w.candidates, frames = w.frames, "passage withheld: the reads of this vehicle disagree, nothing published (counted in status as pipeline.withheld)");
+    }
+    let closed = lane.take_closed();
     let Some(y) = &p.yard else { return };
     for track in closed {
-        let last_seen = clock_ref.1
-            - ChronoDuration::milliseconds(((clock_ref.0 - track.last_seen) * 1000.0) as i64);
-        y.count(p, &track, frame_size, last_seen.min(clock_ref.1));
+        y.count(p, &track, frame_size, clock.wall_of(track.last_seen));
     }
 }

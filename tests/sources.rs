@@ -107,9 +107,12 @@ fn rtsp_camera_is_read_and_comes_back_after_it_disappears() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.avi");
     // A live stream is only readable once FFmpeg has probed it (a few seconds at 5 fps): the
-    // first vehicle comes after a longer stretch of empty road.
+    // first vehicle comes after a longer stretch of empty road. Each vehicle stays in view for
+    // 6 s, so that however slowly this machine reads frames (newest frame wins), its plate is
+    // read often enough to be confirmed and to settle on both rows of the two-line plate.
     let spec = ClipSpec {
         gap_frames: 35,
+        frames_per_vehicle: 30,
         ..ClipSpec::default()
     };
     Renderer::with_plates(spec, demo_plates().into_iter().take(2).collect())
@@ -161,6 +164,15 @@ fn rtsp_camera_is_read_and_comes_back_after_it_disappears() {
     unsafe_kill_term(gw.id());
     let status = gw.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // Precision: nothing but the clip's plates was ever published (no single row of the
+    // two-line plate, no partial read).
+    let published = plates(&sub.on("/events/plate"));
+    assert!(
+        published
+            .iter()
+            .all(|p| p == "51A12345" || p == "29C123456"),
+        "wrong plate events over RTSP: {published:?}"
+    );
     assert!(sub.wait_until(Duration::from_secs(5), |m| m
         .iter()
         .any(|m| m.payload["state"] == "offline")));

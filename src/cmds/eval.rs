@@ -22,7 +22,8 @@ pub enum EvalCmd {
         models: ModelSet,
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Write each miss (truth, read, confidence) to this file, one JSON object per line.
+        /// Write each image not read perfectly (labels, reports, wrong reports) to this file, one
+        /// JSON object per line.
         #[arg(long)]
         errors: Option<PathBuf>,
         /// Only the first N images.
@@ -38,6 +39,11 @@ pub enum EvalCmd {
         /// `plates.retry_max_side` (text-detector set; 0 = off).
         #[arg(long, default_value_t = 0)]
         retry_max_side: u32,
+        /// The product path: each image is shown to the lane core of `run` (motion gate, tracker,
+        /// voting, withholding, config defaults) for a second at 5 fps with empty road between,
+        /// and what it publishes is scored.
+        #[arg(long)]
+        as_run: bool,
     },
     /// QR decoding over ZXing black-box folders (`N.png` + `N.txt`, also in subfolders); last
     /// stdout line is a JSON summary.
@@ -74,6 +80,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             regions,
             detector_max_side,
             retry_max_side,
+            as_run,
         } => {
             let mut samples = eval::load_dataset(dataset)?;
             if let Some(n) = limit {
@@ -103,23 +110,31 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             };
             let mut reader = PlateReader::load(*set, &models::model_dir(None), None, opts)?;
             let total = samples.len();
-            let outcomes = eval::evaluate(&mut reader, &samples, |i, _| {
+            let progress = |i: usize, _: &eval::Outcome| {
                 if (i + 1) % 10 == 0 || i + 1 == total {
                     eprint!("\reval: {}/{} images", i + 1, total);
                 }
-            })?;
+            };
+            let (outcomes, withheld) = if *as_run {
+                let opts = eval::AsRunOptions::from_plates(&defaults);
+                let (o, w) = eval::evaluate_as_run(&mut reader, &samples, &opts, progress)?;
+                (o, Some(w))
+            } else {
+                (eval::evaluate(&mut reader, &samples, progress)?, None)
+            };
             eprintln!();
             if let Some(path) = errors {
                 let mut f = std::fs::File::create(path)?;
-                for o in outcomes
-                    .iter()
-                    .filter(|o| o.read.as_deref() != Some(o.truth.as_str()))
-                {
+                for o in outcomes.iter().filter(|o| !o.perfect()) {
                     writeln!(f, "{}", serde_json::to_string(o)?)?;
                 }
             }
             let mut summary = eval::summarise(&outcomes, set.as_str(), *threads);
             summary.regions = regions.iter().map(|r| r.as_str().to_owned()).collect();
+            summary.withheld = withheld;
+            if *as_run {
+                summary.mode = "as-run".into();
+            }
             println!("{}", serde_json::to_string(&summary)?);
             Ok(ExitCode::SUCCESS)
         }

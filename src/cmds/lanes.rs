@@ -115,6 +115,7 @@ impl Lanes {
                     confirm_frames: cfg.plates.confirm_frames,
                     lost_after: cfg.plates.lost_after_s,
                     min_iou: 0.2,
+                    settle: cfg.plates.settle_s,
                 },
                 events: deps.events.clone(),
                 stats: stats.clone(),

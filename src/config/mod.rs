@@ -225,6 +225,10 @@ pub struct PlateConfig {
     /// A track not seen for this long is closed; the same plate seen later is a new passage.
     #[serde(default = "default_lost_after")]
     pub lost_after_s: f64,
+    /// How long a confirmed read waits for a fuller read of the same vehicle (a two-line plate's
+    /// both rows, a Chinese plate's province) to win the vote before it is published anyway.
+    #[serde(default = "default_settle")]
+    pub settle_s: f64,
     /// Plate grammars to accept, in order of preference: `VN`, `CN`, `generic`.
     #[serde(default = "default_regions")]
     pub regions: Vec<String>,
@@ -243,6 +247,7 @@ impl Default for PlateConfig {
             min_confidence: default_min_confidence(),
             confirm_frames: default_confirm_frames(),
             lost_after_s: default_lost_after(),
+            settle_s: default_settle(),
             regions: default_regions(),
             detector_max_side: default_detector_max_side(),
             retry_max_side: 0,
@@ -337,11 +342,16 @@ fn default_min_confidence() -> f32 {
 fn default_confirm_frames() -> u32 {
     3
 }
+fn default_settle() -> f64 {
+    2.0
+}
 fn default_lost_after() -> f64 {
     3.0
 }
 fn default_regions() -> Vec<String> {
-    vec!["VN".into(), "CN".into(), "generic".into()]
+    // `generic` is opt-in: at a VN/CN gate any other text it accepts is more often a sticker, a
+    // phone number or half a plate than a foreign plate (issue 12's photos).
+    vec!["VN".into(), "CN".into()]
 }
 fn default_detector_max_side() -> u32 {
     960

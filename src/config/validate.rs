@@ -144,6 +144,12 @@ impl Config {
                 ),
             );
         }
+        if !(0.0..=60.0).contains(&p.settle_s) {
+            issue(
+                "plates.settle_s",
+                format!("{} is out of range: allowed 0 to 60 seconds", p.settle_s),
+            );
+        }
         if p.regions.is_empty() {
             issue(
                 "plates.regions",

@@ -195,6 +195,7 @@ fn decode_slots(probs: &[f32], classes: usize) -> TextRead {
     let mut text = String::new();
     let mut sum = 0.0;
     let mut n = 0;
+    let mut min_char = f32::MAX;
     for slot in probs.chunks_exact(classes) {
         let (best, p) =
             slot.iter()
@@ -205,11 +206,13 @@ fn decode_slots(probs: &[f32], classes: usize) -> TextRead {
         let c = CCT_ALPHABET[best] as char;
         if c != '_' {
             text.push(c);
+            min_char = min_char.min(p);
         }
     }
     TextRead {
-        text,
         confidence: if n == 0 { 0.0 } else { sum / n as f32 },
+        min_char: if text.is_empty() { 0.0 } else { min_char },
+        text,
     }
 }
 

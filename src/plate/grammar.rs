@@ -19,7 +19,9 @@ pub enum Region {
     /// Vietnam: `51A12345`, `30E1234`, two-line `59-X1 123.45` → `59X112345`.
     #[serde(rename = "VN")]
     Vn,
-    /// Mainland China: `桂A12345`, new-energy `粤BD12345` / `粤B12345D`.
+    /// Mainland China: `桂A12345`, new-energy `粤BD12345` / `粤B12345D`, the `港/澳/领/学/警/挂`
+    /// endings, agricultural `皖1946673`, and the special series of [`CN_SPECIAL`]. Never a read
+    /// without its province character.
     #[serde(rename = "CN")]
     Cn,
     /// United States: 5-8 of A-Z0-9, vanity plates of letters only included. The letter O is read
@@ -31,7 +33,10 @@ pub enum Region {
     /// UK `AB12CDE`) are repaired to fit it.
     #[serde(rename = "EU")]
     Eu,
-    /// Anything plate-like: 5-10 of A-Z0-9 with at least one digit.
+    /// Anything plate-like: 5-10 of A-Z0-9 with at least one letter and one digit, not a date
+    /// or a container code. Where VN or CN are configured too, it refuses what is a fragment of
+    /// their plates (a row of a two-line plate has no letter; a Chinese plate without its
+    /// province is refused).
     #[serde(rename = "generic")]
     Generic,
 }
@@ -89,13 +94,37 @@ static VN: LazyLock<Regex> = LazyLock::new(|| {
 static CN: LazyLock<Regex> = LazyLock::new(|| {
     let p = CN_PROVINCES;
     // Letters I and O are never used on Chinese plates. Ordinary: province, issuing-office letter,
-    // five alphanumerics, optionally ending in 学/警/挂/港/澳 instead of the last one.
+    // five alphanumerics, optionally ending in 学/警/挂/港/澳/领 instead of the last one.
     // New energy (8 characters): D/F then a letter-or-digit and 4 digits, or 5 digits then D/F.
+    // Double-line agricultural plates: province then 7 digits (`皖19 46673`).
     Regex::new(&format!(
-        r"^[{p}][A-HJ-NP-Z](?:[A-HJ-NP-Z0-9]{{5}}|[A-HJ-NP-Z0-9]{{4}}[学警挂港澳]|[DF][A-HJ-NP-Z0-9][0-9]{{4}}|[0-9]{{5}}[DF])$"
+        r"^[{p}](?:[A-HJ-NP-Z](?:[A-HJ-NP-Z0-9]{{5}}|[A-HJ-NP-Z0-9]{{4}}[学警挂港澳领]|[DF][A-HJ-NP-Z0-9][0-9]{{4}}|[0-9]{{5}}[DF])|[0-9]{{7}})$"
     ))
     .unwrap()
 });
+/// Chinese plates of special series that do not open with a province character: embassy
+/// (`使224424`), civil aviation (`民航B9016`), armed police (`WJ07X0230`, `WJ粤12345`), and the
+/// Hong Kong / Macau plate a cross-border vehicle carries beside its
+/// `粤Z…港/澳` plate (two letters and 3-4 digits: `SN6497`, `MP6178`).
+// Military plates (two letters, five digits: `VA30093`) are not accepted: a Hong Kong plate read
+// with one character too many has that shape (`SN64976`, `LX81702` on the shared photos).
+static CN_SPECIAL: LazyLock<Regex> = LazyLock::new(|| {
+    let p = CN_PROVINCES;
+    Regex::new(&format!(
+        r"^(?:使[0-9]{{6}}|民航[A-HJ-NP-Z0-9]{{5}}|WJ(?:[0-9]{{2}}[A-Z0-9][0-9]{{4}}|[{p}][A-HJ-NP-Z0-9]{{5}})|[A-HJ-NPR-Z]{{2}}[1-9][0-9]{{2,3}})$"
+    ))
+    .unwrap()
+});
+/// A Chinese plate read without its province character (`AP6V68` for `桂AP6V68`): at a site that
+/// reads Chinese plates this is half a plate, never a plate of its own.
+static CN_WITHOUT_PROVINCE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-HJ-NP-Z](?:[A-HJ-NP-Z0-9]{5}|[DF][A-HJ-NP-Z0-9][0-9]{4}|[0-9]{5}[DF])$")
+        .unwrap()
+});
+/// An ISO 6346 container code (owner, category U/J/Z, serial, check digit), painted on every
+/// container truck at a border gate: not a plate.
+static CONTAINER_CODE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Z]{3}[UJZ][0-9]{6,7}$").unwrap());
 static GENERIC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,10}$").unwrap());
 static US: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,8}$").unwrap());
 static EU: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z0-9]{5,9}$").unwrap());
@@ -145,6 +174,14 @@ pub fn has_cn_province(text: &str) -> bool {
 /// An exact match under any region beats a repaired one.
 pub fn classify(text: &str, regions: &[Region]) -> Option<PlateMatch> {
     let norm = normalise(text);
+    if regions.contains(&Region::Cn)
+        && CN_WITHOUT_PROVINCE.is_match(&norm)
+        && !CN_SPECIAL.is_match(&norm)
+    {
+        // Half a Chinese plate: no grammar may take it. (A Hong Kong plate of two letters and
+        // four digits has the same shape as a province-less body and is kept: see CN_SPECIAL.)
+        return None;
+    }
     for &region in regions {
         if let Some(plate) = fit(region, &norm) {
             return Some(PlateMatch {
@@ -196,10 +233,16 @@ fn matches(region: Region, norm: &str) -> bool {
     let not_a_date = || !DATE_STAMP.is_match(norm);
     match region {
         Region::Vn => VN.is_match(norm),
-        Region::Cn => CN.is_match(norm),
+        Region::Cn => CN.is_match(norm) || CN_SPECIAL.is_match(norm),
         Region::Us => US.is_match(norm) && not_a_date() && !US_STATE_WORDS.contains(&norm),
         Region::Eu => EU.is_match(norm) && not_a_date(),
-        Region::Generic => GENERIC.is_match(norm) && has_digit() && not_a_date(),
+        Region::Generic => {
+            GENERIC.is_match(norm)
+                && has_digit()
+                && norm.chars().any(|c| c.is_ascii_uppercase())
+                && not_a_date()
+                && !CONTAINER_CODE.is_match(norm)
+        }
     }
 }
 
@@ -452,7 +495,50 @@ mod tests {
         }
         // A Vietnamese plate of province 20 is not a date.
         assert!(classify("20A12345", &[Region::Vn, Region::Generic]).is_some());
-        assert!(classify("2099123", &[Region::Generic]).is_some());
+        assert!(classify("2099A23", &[Region::Generic]).is_some());
+    }
+
+    #[test]
+    fn half_plates_and_other_text_are_not_plates_at_a_border_site() {
+        for text in [
+            "23456",       // bottom row of a two-line VN plate
+            "234.56",      // the same, as printed
+            "29-C1",       // its top row
+            "138096",      // digits only: a phone or order number
+            "AP6V68",      // a Chinese plate without its province character
+            "AT022C",      // the same
+            "BD12345",     // a new-energy plate without its province
+            "MSCU1234567", // a container code
+            "TGHU123456",  // a container code without its check digit
+        ] {
+            assert_eq!(classify(text, ALL), None, "{text}");
+        }
+        // The same Latin reads are plates where no Chinese plates are expected.
+        assert!(classify("AP6V68", &[Region::Generic]).is_some());
+        assert!(classify("138096", &[Region::Generic]).is_none());
+    }
+
+    #[test]
+    fn special_chinese_series_are_accepted_as_printed() {
+        for plate in [
+            "使224424",  // embassy
+            "沪A1707领", // consulate
+            "民航B9016", // civil aviation
+            "皖1946673", // agricultural, double-line
+            "WJ07X0230", // armed police
+            "WJ粤12345", // armed police, newer form
+            "SN6497",    // the Hong Kong plate of a cross-border vehicle
+            "MP6178",    // a Macau plate
+            "粤ZR066港", // cross-border mainland plate
+        ] {
+            let m = classify(plate, ALL).unwrap_or_else(|| panic!("{plate} rejected"));
+            assert_eq!((m.plate.as_str(), m.region), (plate, Region::Cn));
+        }
+        // Two letters and two digits is too short to be told from a fragment; two letters and
+        // five digits is a Hong Kong plate read with a character too many as often as a
+        // military plate.
+        assert_eq!(classify("SN64", ALL), None);
+        assert_eq!(classify("SN64976", ALL), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod clp;
 pub mod fast_alpr;
 pub mod grammar;
+pub mod lane;
 pub mod lane_view;
 pub mod reader;
 pub mod text_det;

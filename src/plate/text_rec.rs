@@ -19,6 +19,9 @@ pub struct TextRead {
     pub text: String,
     /// Mean probability of the kept characters (0-1); 0 for an empty read.
     pub confidence: f32,
+    /// Probability of the least sure kept character (0-1); 0 for an empty read. One unsure
+    /// character (a province misread as the most common one) hides in the mean.
+    pub min_char: f32,
 }
 
 /// A CTC recogniser session with its dictionary and reusable buffers.
@@ -125,6 +128,7 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
     let mut text = String::new();
     let mut conf_sum = 0.0;
     let mut kept = 0usize;
+    let mut min_char = f32::MAX;
     let mut prev = usize::MAX;
     for step in probs.chunks_exact(classes) {
         let (best, p) =
@@ -135,6 +139,7 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
         if best != 0 && best != prev {
             text.push_str(&names[best]);
             conf_sum += p;
+            min_char = min_char.min(p);
             kept += 1;
         }
         prev = best;
@@ -146,6 +151,7 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
         } else {
             conf_sum / kept as f32
         },
+        min_char: if kept == 0 { 0.0 } else { min_char },
     }
 }
 
@@ -177,6 +183,7 @@ mod tests {
         let r = ctc_greedy(&probs, 4, &names);
         assert_eq!(r.text, "AAB");
         assert!((r.confidence - (0.9 + 0.8 + 0.7) / 3.0).abs() < 1e-6);
+        assert!((r.min_char - 0.7).abs() < 1e-6);
         assert_eq!(ctc_greedy(&one_hot(0, 1.0), 4, &names).confidence, 0.0);
     }
 }

@@ -2,10 +2,20 @@
 //!
 //! A read joins the track whose last box it overlaps (IoU) or whose leading text it nearly equals
 //! (at most one differing character), else it opens a track. Each track votes over its reads,
-//! weighted by confidence. A track's passage is emitted once, as soon as its leading text has been
-//! read in `confirm_frames` frames, or when the track closes having never reached that. A track
-//! closes when it has not been seen for `lost_after` seconds, so a parked truck stays one passage
-//! however long it stands there, and the same plate coming back later is a new one.
+//! weighted by confidence. A track closes when it has not been seen for `lost_after` seconds, so a
+//! parked truck stays one passage however long it stands there, and the same plate coming back
+//! later is a new one.
+//!
+//! A passage is a claim the hub acts on, so it is published only when the vote is decisive (the
+//! leading text holds more than [`DECISIVE_SHARE`] of the track's weight), and at most once:
+//! - early, as soon as the leader has been read in `confirm_frames` frames, unless a *fuller*
+//!   candidate is in the track (a longer read the leader is a fragment or one-character shortening
+//!   of, or a strict-grammar read where the leader is not): then the track waits up to `settle`
+//!   seconds for the fuller read to win the vote;
+//! - otherwise when the track closes.
+//!
+//! A track that closes without a decisive leader is withheld, not guessed: it is counted
+//! ([`Tracker::take_withheld`]) and still closes (a yard counts the vehicle with `plate: null`).
 
 use std::collections::HashMap;
 
@@ -54,6 +64,21 @@ pub struct TrackerOptions {
     pub confirm_frames: u32,
     pub lost_after: f64,
     pub min_iou: f32,
+    /// How long (stream seconds from the track's first sighting) a confirmed leader waits for a
+    /// fuller candidate of the same track to win before it is published anyway.
+    pub settle: f64,
+}
+
+/// The share of a track's vote weight its leading text must hold to be published. Below it the
+/// reads disagree too much: publishing the leader would be a guess.
+pub const DECISIVE_SHARE: f32 = 0.6;
+
+/// A track that closed with reads but without a decisive one: nothing was published for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Withheld {
+    /// The candidate plates with their share of the track's vote, most supported first.
+    pub candidates: Vec<(String, f32)>,
+    pub frames: u32,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,6 +112,53 @@ impl Track {
             .expect("a track has at least one vote")
     }
 
+    /// The leader's share of the track's vote weight.
+    fn leader_share(&self) -> f32 {
+        let total: f32 = self.votes.values().map(|v| v.weight).sum();
+        let (_, lead) = self.leader();
+        if total > 0.0 {
+            lead.weight / total
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether another candidate is a fuller reading of the leader: longer with the leader a
+    /// fragment or one-character shortening of it (a plate whose edge or one row was missed), or
+    /// of a strict grammar (VN, CN) where the leader is not.
+    fn fuller_candidate(&self) -> bool {
+        let (lead, lv) = self.leader();
+        let lead_strict = lv.region.is_some_and(Region::is_strict);
+        self.votes.iter().any(|(p, v)| {
+            p != lead
+                && ((p.chars().count() > lead.chars().count()
+                    && (is_fragment(lead, p) || near_equal(lead, p)))
+                    || (!lead_strict && v.region.is_some_and(Region::is_strict)))
+        })
+    }
+
+    /// Whether the track's passage may be published at `t` while the track is still open.
+    fn ready_early(&self, t: f64, opts: &TrackerOptions) -> bool {
+        let (_, lead) = self.leader();
+        lead.count >= opts.confirm_frames
+            && self.leader_share() > DECISIVE_SHARE
+            && (!self.fuller_candidate() || t - self.first_seen >= opts.settle)
+    }
+
+    fn withheld(&self) -> Withheld {
+        let total: f32 = self.votes.values().map(|v| v.weight).sum();
+        let mut candidates: Vec<(String, f32)> = self
+            .votes
+            .iter()
+            .map(|(p, v)| (p.clone(), v.weight / total.max(f32::EPSILON)))
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Withheld {
+            candidates,
+            frames: self.frames,
+        }
+    }
+
     /// Notes a sighting in the frame at `t`.
     fn seen(&mut self, bbox: BBox, t: f64) {
         self.last_bbox = bbox;
@@ -98,11 +170,9 @@ impl Track {
         ClosedTrack {
             // The plate already published stays the track's plate, so the yard's event names
             // the same plate as the plate event (later reads of one row of a two-line plate
-            // may outvote the whole plate by the end).
-            plate: self
-                .emitted
-                .clone()
-                .or_else(|| (!self.votes.is_empty()).then(|| self.leader().0.clone())),
+            // may outvote the whole plate by the end). A track that was not published closes
+            // without a plate: the yard counts the vehicle, not a guess.
+            plate: self.emitted.clone(),
             frames: self.frames,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
@@ -134,6 +204,7 @@ pub struct Tracker {
     opts: TrackerOptions,
     tracks: Vec<Track>,
     closed: Vec<ClosedTrack>,
+    withheld: Vec<Withheld>,
 }
 
 impl Tracker {
@@ -142,7 +213,13 @@ impl Tracker {
             opts,
             tracks: Vec::new(),
             closed: Vec::new(),
+            withheld: Vec::new(),
         }
+    }
+
+    /// The tracks that closed since the last call without a decisive read (nothing published).
+    pub fn take_withheld(&mut self) -> Vec<Withheld> {
+        std::mem::take(&mut self.withheld)
     }
 
     /// The tracks that ended since the last call. A track never read is only reported when it
@@ -209,7 +286,14 @@ impl Tracker {
                 v.best_raw = read.raw.clone();
                 v.best_bbox = read.bbox;
             }
-            if track.emitted.is_none() && track.leader().1.count >= self.opts.confirm_frames {
+        }
+        // Every open track is judged, read in this frame or not: a settle time may run out
+        // while the vehicle is only seen unread or stands still.
+        for track in &mut self.tracks {
+            if track.emitted.is_none()
+                && !track.votes.is_empty()
+                && track.ready_early(t, &self.opts)
+            {
                 let passage = track.passage();
                 track.emitted = Some(passage.plate.clone());
                 out.push(passage);
@@ -232,11 +316,8 @@ impl Tracker {
             .into_iter()
             .partition(|tr| t - tr.last_seen <= lost_after);
         self.tracks = open;
-        for tr in &ended {
-            if tr.emitted.is_none() && !tr.votes.is_empty() {
-                out.push(tr.passage());
-            }
-            self.close(tr);
+        for mut tr in ended {
+            out.extend(self.end(&mut tr));
         }
         out
     }
@@ -244,14 +325,27 @@ impl Tracker {
     /// Closes every track (end of stream); returns the passages not yet emitted.
     pub fn flush(&mut self) -> Vec<Passage> {
         let ended = std::mem::take(&mut self.tracks);
-        for tr in &ended {
-            self.close(tr);
-        }
         ended
-            .iter()
-            .filter(|t| t.emitted.is_none() && !t.votes.is_empty())
-            .map(|t| t.passage())
+            .into_iter()
+            .filter_map(|mut tr| self.end(&mut tr))
             .collect()
+    }
+
+    /// Ends a track: its passage if it was not published yet and its vote is decisive (else it
+    /// is withheld), and its closing record.
+    fn end(&mut self, tr: &mut Track) -> Option<Passage> {
+        let mut passage = None;
+        if tr.emitted.is_none() && !tr.votes.is_empty() {
+            if tr.leader_share() > DECISIVE_SHARE {
+                let p = tr.passage();
+                tr.emitted = Some(p.plate.clone());
+                passage = Some(p);
+            } else {
+                self.withheld.push(tr.withheld());
+            }
+        }
+        self.close(tr);
+        passage
     }
 
     fn associate(&self, read: &PlateRead, touched: &[bool]) -> Option<usize> {
@@ -343,6 +437,7 @@ mod tests {
             confirm_frames: 3,
             lost_after: 1.0,
             min_iou: 0.2,
+            settle: 2.0,
         })
     }
 
@@ -497,6 +592,85 @@ mod tests {
             ),
             (Some("29C12345"), 4, 60.0)
         );
+    }
+
+    #[test]
+    fn a_confirmed_read_waits_for_a_fuller_read_of_the_same_plate() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // The two-line plate's last digit is missed in most early frames.
+        let early = ["29C123456", "29C12345", "29C12345", "29C12345"];
+        for (i, p) in early.iter().enumerate() {
+            out.extend(t.update(i as f64 * 0.2, &[read(p, 5.0 * i as f32, 0.9)]));
+        }
+        assert!(out.is_empty(), "a fuller read is in the running: {out:?}");
+        for i in 4..9 {
+            out.extend(t.update(i as f64 * 0.2, &[read("29C123456", 5.0 * i as f32, 0.9)]));
+        }
+        out.extend(t.flush());
+        assert_eq!(
+            out.iter().map(|p| p.plate.as_str()).collect::<Vec<_>>(),
+            ["29C123456"]
+        );
+    }
+
+    #[test]
+    fn the_settle_time_bounds_the_wait_for_a_fuller_read() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        out.extend(t.update(0.0, &[read("51A123456", 0.0, 0.7)]));
+        for i in 1..20 {
+            out.extend(t.update(i as f64 * 0.2, &[read("51A12345", 0.0, 0.9)]));
+            if !out.is_empty() {
+                // Published at the settle time (2 s), not at the third read (0.6 s).
+                assert!((i as f64 * 0.2 - 2.0).abs() < 1e-9, "published at {i}");
+                break;
+            }
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].plate, "51A12345");
+    }
+
+    #[test]
+    fn a_track_whose_reads_disagree_is_withheld_and_closes_without_a_plate() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        for (i, p) in ["30E12345", "30E72345", "30E12345", "30E72345"]
+            .iter()
+            .enumerate()
+        {
+            out.extend(t.update(i as f64 * 0.2, &[read(p, 0.0, 0.9)]));
+        }
+        out.extend(t.update(10.0, &[]));
+        assert!(out.is_empty(), "a guess was published: {out:?}");
+        let withheld = t.take_withheld();
+        assert_eq!(withheld.len(), 1);
+        assert_eq!(withheld[0].frames, 4);
+        let plates: Vec<&str> = withheld[0]
+            .candidates
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(plates, ["30E12345", "30E72345"]);
+        let closed = t.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            closed[0].plate, None,
+            "the vehicle counts, the guess does not"
+        );
+    }
+
+    #[test]
+    fn a_strict_grammar_read_is_preferred_over_a_generic_one() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let mut generic = read("AB1234C", 0.0, 0.9);
+        generic.region = Region::Generic;
+        out.extend(t.update(0.0, &[read("51A12345", 0.0, 0.6)]));
+        for i in 1..4 {
+            out.extend(t.update(i as f64 * 0.2, &[generic.clone()]));
+        }
+        assert!(out.is_empty(), "waits for the VN read to settle: {out:?}");
     }
 
     #[test]
