@@ -87,9 +87,10 @@ pub struct PlateMatch {
 }
 
 static VN: LazyLock<Regex> = LazyLock::new(|| {
-    // Two-digit province code, a series of one letter plus an optional letter or digit, then a
-    // 4- or 5-digit number.
-    Regex::new(r"^[0-9]{2}[A-Z][A-Z0-9]?[0-9]{4,5}$").unwrap()
+    // Two-digit province code (11-99: no province has a code below 11, and `00D0000` was read
+    // off a Chinese plate), a series of one letter plus an optional letter or digit, then a 4- or
+    // 5-digit number.
+    Regex::new(r"^(?:1[1-9]|[2-9][0-9])[A-Z][A-Z0-9]?[0-9]{4,5}$").unwrap()
 });
 static CN: LazyLock<Regex> = LazyLock::new(|| {
     let p = CN_PROVINCES;
@@ -105,13 +106,14 @@ static CN: LazyLock<Regex> = LazyLock::new(|| {
 /// Chinese plates of special series that do not open with a province character: embassy
 /// (`使224424`), civil aviation (`民航B9016`), armed police (`WJ07X0230`, `WJ粤12345`), and the
 /// Hong Kong / Macau plate a cross-border vehicle carries beside its
-/// `粤Z…港/澳` plate (two letters and 3-4 digits: `SN6497`, `MP6178`).
+/// `粤Z…港/澳` plate (two letters and 4 digits: `SN6497`, `MP6178`; shorter Hong Kong plates are
+/// not accepted: two letters and three digits was read off a sticker).
 // Military plates (two letters, five digits: `VA30093`) are not accepted: a Hong Kong plate read
 // with one character too many has that shape (`SN64976`, `LX81702` on the shared photos).
 static CN_SPECIAL: LazyLock<Regex> = LazyLock::new(|| {
     let p = CN_PROVINCES;
     Regex::new(&format!(
-        r"^(?:使[0-9]{{6}}|民航[A-HJ-NP-Z0-9]{{5}}|WJ(?:[0-9]{{2}}[A-Z0-9][0-9]{{4}}|[{p}][A-HJ-NP-Z0-9]{{5}})|[A-HJ-NPR-Z]{{2}}[1-9][0-9]{{2,3}})$"
+        r"^(?:使[0-9]{{6}}|民航[A-HJ-NP-Z0-9]{{5}}|WJ(?:[0-9]{{2}}[A-Z0-9][0-9]{{4}}|[{p}][A-HJ-NP-Z0-9]{{5}})|[A-HJ-NPR-Z]{{2}}[1-9][0-9]{{3}})$"
     ))
     .unwrap()
 });
@@ -493,6 +495,9 @@ mod tests {
                 assert!(classify(text, &[region]).is_none(), "{text} {region:?}");
             }
         }
+        // No Vietnamese province has a code below 11.
+        assert!(classify("00D0000", &[Region::Vn]).is_none());
+        assert!(classify("10A12345", &[Region::Vn]).is_none());
         // A Vietnamese plate of province 20 is not a date.
         assert!(classify("20A12345", &[Region::Vn, Region::Generic]).is_some());
         assert!(classify("2099A23", &[Region::Generic]).is_some());
@@ -534,10 +539,12 @@ mod tests {
             let m = classify(plate, ALL).unwrap_or_else(|| panic!("{plate} rejected"));
             assert_eq!((m.plate.as_str(), m.region), (plate, Region::Cn));
         }
-        // Two letters and two digits is too short to be told from a fragment; two letters and
+        // Two letters and two or three digits is too short to be told from a fragment or a
+        // sticker (`AD110`); two letters and
         // five digits is a Hong Kong plate read with a character too many as often as a
         // military plate.
         assert_eq!(classify("SN64", ALL), None);
+        assert_eq!(classify("AD110", ALL), None);
         assert_eq!(classify("SN64976", ALL), None);
     }
 
@@ -550,7 +557,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_vn_plate_with_any_separators_is_accepted(
-            province in 10u32..100,
+            province in 11u32..100,
             series in "[A-Z]",
             extra in proptest::option::of("[A-Z0-9]"),
             number in "[0-9]{4,5}",

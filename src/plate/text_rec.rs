@@ -14,7 +14,7 @@ use ort::value::TensorRef;
 use crate::vision;
 
 /// A recognised line of text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextRead {
     pub text: String,
     /// Mean probability of the kept characters (0-1); 0 for an empty read.
