@@ -210,7 +210,6 @@ fn run(p: PipelineParts) {
                 frame.image.rows().max(1) as f64,
             );
         }
-        p.stats.frames.fetch_add(1, Ordering::Relaxed);
         let mut read = |image: &opencv::core::Mat| {
             let mut reader = p.reader.lock().expect("reader lock");
             let reads = reader.read(image)?;
@@ -219,11 +218,15 @@ fn run(p: PipelineParts) {
         let done = match lane.on_frame(&frame.image, frame.t, &mut read) {
             Ok(done) => done,
             Err(e) => {
+                p.stats.frames.fetch_add(1, Ordering::Relaxed);
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(camera = %p.camera, error = %format!("{e:#}"), "frame could not be read; skipped");
                 continue;
             }
         };
+        // Counted together once the frame is done, so a status snapshot taken while a frame is
+        // being read still adds up (frames = inferred + still + errors).
+        p.stats.frames.fetch_add(1, Ordering::Relaxed);
         if done.inferred {
             p.stats.inferred.fetch_add(1, Ordering::Relaxed);
         } else {
