@@ -33,6 +33,27 @@ pub enum LinkEvent {
     Other,
 }
 
+/// The client side the broker link publishes through: rumqttc's [`Client`], or a test double.
+pub trait LinkClient: Clone + Send + Sync + 'static {
+    /// Queues a QoS 1 publish; an error means the client has shut down.
+    fn publish(
+        &self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    /// Subscribes at QoS 1 without waiting (from inside the event loop's task).
+    fn try_subscribe(&self, filter: String) -> Result<(), String>;
+    /// Sends DISCONNECT (may wait while the request queue is full: bound it with a timeout).
+    fn disconnect(&self) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+}
+
+/// The event side the broker link reads: rumqttc's [`EventStream`], or a test double.
+pub trait LinkEvents: Send + 'static {
+    /// The next event; reconnecting is the implementation's business.
+    fn poll(&mut self) -> impl std::future::Future<Output = LinkEvent> + Send;
+}
+
 /// Either version's client; cheap to clone.
 #[derive(Clone)]
 pub enum Client {
@@ -65,9 +86,8 @@ pub fn connect(cfg: &Config, cap: usize) -> anyhow::Result<(Client, EventStream)
     })
 }
 
-impl Client {
-    /// Queues a QoS 1 publish; an error means the client has shut down.
-    pub async fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), ()> {
+impl LinkClient for Client {
+    async fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), ()> {
         match self {
             Client::V4(c) => c
                 .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
@@ -85,8 +105,7 @@ impl Client {
         }
     }
 
-    /// Subscribes at QoS 1 without waiting (from inside the event loop's task).
-    pub fn try_subscribe(&self, filter: String) -> Result<(), String> {
+    fn try_subscribe(&self, filter: String) -> Result<(), String> {
         match self {
             Client::V4(c) => c
                 .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
@@ -97,8 +116,7 @@ impl Client {
         }
     }
 
-    /// Sends DISCONNECT (waits while the request queue is full: bound it with a timeout).
-    pub async fn disconnect(&self) -> Result<(), ()> {
+    async fn disconnect(&self) -> Result<(), ()> {
         match self {
             Client::V4(c) => c.disconnect().await.map_err(drop),
             Client::V5(c) => c.disconnect().await.map_err(drop),
@@ -116,7 +134,7 @@ impl EventStream {
 
     /// The next event. A lost connection is reported after the events rumqttc had buffered from
     /// it, and says how many unwritten publishes went with it.
-    pub async fn poll(&mut self) -> LinkEvent {
+    async fn next_event(&mut self) -> LinkEvent {
         if let Some(e) = self.left_over.pop_front() {
             return e;
         }
@@ -183,6 +201,12 @@ impl EventStream {
                 held + unwritten
             }
         }
+    }
+}
+
+impl LinkEvents for EventStream {
+    async fn poll(&mut self) -> LinkEvent {
+        self.next_event().await
     }
 }
 

@@ -9,7 +9,7 @@
 //! reconnection. An MQTT 5 PUBACK may also refuse a message, which is counted and logged
 //! (retrying a refused message would only block the queue behind it).
 
-use super::client::{self, Client, EventStream, LinkEvent};
+use super::client::{self, Client, LinkClient, LinkEvent, LinkEvents};
 use super::link_state::{LinkCounters, LinkState, PubAckOutcome};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -135,9 +135,9 @@ enum Control {
     Stop,
 }
 
-/// The running broker link.
-pub struct MqttLink {
-    client: Client,
+/// The running broker link, over rumqttc's client or (in tests) a double.
+pub struct MqttLink<C: LinkClient = Client> {
+    client: C,
     delivery: Arc<Delivery>,
     control: mpsc::UnboundedSender<Control>,
     forwarder: JoinHandle<()>,
@@ -156,7 +156,29 @@ impl MqttLink {
         commands: Option<Arc<dyn CommandHandler>>,
     ) -> anyhow::Result<MqttLink> {
         let (client, eventloop) = client::connect(cfg, 64)?;
-        let prefix = cfg.topic_prefix();
+        Ok(MqttLink::start_with(
+            client,
+            eventloop,
+            cfg.topic_prefix(),
+            delivery,
+            status,
+            status_every,
+            commands,
+        ))
+    }
+}
+
+impl<C: LinkClient> MqttLink<C> {
+    /// Starts the link's tasks over `client` and its `events`, publishing under `prefix`.
+    pub fn start_with(
+        client: C,
+        eventloop: impl LinkEvents,
+        prefix: String,
+        delivery: Arc<Delivery>,
+        status: StatusFn,
+        status_every: Duration,
+        commands: Option<Arc<dyn CommandHandler>>,
+    ) -> MqttLink<C> {
         let (control, control_rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(poll(
             eventloop,
@@ -190,14 +212,14 @@ impl MqttLink {
                 }
             })
         };
-        Ok(MqttLink {
+        MqttLink {
             client,
             delivery,
             control,
             forwarder,
             poller,
             status_task,
-        })
+        }
     }
 
     /// Hands over what is stored, publishes the retained `offline` status, waits up to `timeout`
@@ -253,7 +275,7 @@ fn mark_replayed(mut payload: Vec<u8>) -> Vec<u8> {
 }
 
 async fn forward(
-    client: Client,
+    client: impl LinkClient,
     prefix: String,
     delivery: Arc<Delivery>,
     mut control: mpsc::UnboundedReceiver<Control>,
@@ -325,8 +347,8 @@ async fn forward(
 }
 
 /// What the event-loop task needs besides the event loop.
-struct PollParts {
-    client: Client,
+struct PollParts<C> {
+    client: C,
     prefix: String,
     delivery: Arc<Delivery>,
     control: mpsc::UnboundedSender<Control>,
@@ -334,7 +356,7 @@ struct PollParts {
     commands: Option<Arc<dyn CommandHandler>>,
 }
 
-async fn poll(mut events: EventStream, parts: PollParts) {
+async fn poll(mut events: impl LinkEvents, parts: PollParts<impl LinkClient>) {
     let PollParts {
         client,
         prefix,
@@ -471,3 +493,7 @@ mod tests {
         assert_eq!(v, serde_json::json!({"seq": 1, "replayed": true}));
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod double_tests;
