@@ -3,24 +3,55 @@
 //! module builds either from the config and presents both as one client and one event stream.
 
 use anyhow::Context;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::{Config, MqttProtocol, Transport};
 
 /// What the link needs to know of the broker's traffic.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LinkEvent {
     /// Connected; `code` is the broker's return code, for the log.
     ConnAck { code: String },
     /// A message on a subscribed topic.
     Publish { topic: String, payload: Vec<u8> },
-    /// The broker acknowledged the oldest unacknowledged QoS 1 publish. With MQTT 5 it may refuse
-    /// it: `refused` holds the reason (the message will not be delivered by retrying).
-    PubAck { refused: Option<String> },
+    /// The client wrote the oldest QoS 1 publish it was given, with packet id `pkid`.
+    Written { pkid: u16 },
+    /// The broker acknowledged the QoS 1 publish `pkid`. With MQTT 5 it may refuse it: `refused`
+    /// holds the reason (the message will not be delivered by retrying).
+    PubAck { pkid: u16, refused: Option<String> },
+    /// The connection is lost or could not be made (the client reconnects on the next poll).
+    /// The client dropped every publish written on it and the oldest `unwritten_lost` publishes
+    /// it had been given but not written.
+    ConnectionLost {
+        error: String,
+        unwritten_lost: usize,
+    },
     /// The client sent DISCONNECT (a clean stop).
     Disconnected,
-    /// Anything else (pings, subscription acks, outgoing packets).
+    /// Anything else (pings, subscription acks, other outgoing packets).
     Other,
+}
+
+/// The client side the broker link publishes through: rumqttc's [`Client`], or a test double.
+pub trait LinkClient: Clone + Send + Sync + 'static {
+    /// Queues a QoS 1 publish; an error means the client has shut down.
+    fn publish(
+        &self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    /// Subscribes at QoS 1 without waiting (from inside the event loop's task).
+    fn try_subscribe(&self, filter: String) -> Result<(), String>;
+    /// Sends DISCONNECT (may wait while the request queue is full: bound it with a timeout).
+    fn disconnect(&self) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+}
+
+/// The event side the broker link reads: rumqttc's [`EventStream`], or a test double.
+pub trait LinkEvents: Send + 'static {
+    /// The next event; reconnecting is the implementation's business.
+    fn poll(&mut self) -> impl std::future::Future<Output = LinkEvent> + Send;
 }
 
 /// Either version's client; cheap to clone.
@@ -30,8 +61,13 @@ pub enum Client {
     V5(rumqttc::v5::AsyncClient),
 }
 
-/// Either version's event loop.
-pub enum EventStream {
+/// Either version's event loop, and the events it buffered for a connection that is gone.
+pub struct EventStream {
+    event_loop: EventLoop,
+    left_over: VecDeque<LinkEvent>,
+}
+
+enum EventLoop {
     V4(Box<rumqttc::EventLoop>),
     V5(Box<rumqttc::v5::EventLoop>),
 }
@@ -41,18 +77,17 @@ pub fn connect(cfg: &Config, cap: usize) -> anyhow::Result<(Client, EventStream)
     Ok(match cfg.mqtt.protocol {
         MqttProtocol::V311 => {
             let (c, e) = rumqttc::AsyncClient::new(v4_options(cfg)?, cap);
-            (Client::V4(c), EventStream::V4(Box::new(e)))
+            (Client::V4(c), EventStream::new(EventLoop::V4(Box::new(e))))
         }
         MqttProtocol::V5 => {
             let (c, e) = rumqttc::v5::AsyncClient::new(v5_options(cfg)?, cap);
-            (Client::V5(c), EventStream::V5(Box::new(e)))
+            (Client::V5(c), EventStream::new(EventLoop::V5(Box::new(e))))
         }
     })
 }
 
-impl Client {
-    /// Queues a QoS 1 publish; an error means the client has shut down.
-    pub async fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), ()> {
+impl LinkClient for Client {
+    async fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), ()> {
         match self {
             Client::V4(c) => c
                 .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
@@ -70,8 +105,7 @@ impl Client {
         }
     }
 
-    /// Subscribes at QoS 1 without waiting (from inside the event loop's task).
-    pub fn try_subscribe(&self, filter: String) -> Result<(), String> {
+    fn try_subscribe(&self, filter: String) -> Result<(), String> {
         match self {
             Client::V4(c) => c
                 .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
@@ -82,8 +116,7 @@ impl Client {
         }
     }
 
-    /// Sends DISCONNECT (waits while the request queue is full: bound it with a timeout).
-    pub async fn disconnect(&self) -> Result<(), ()> {
+    async fn disconnect(&self) -> Result<(), ()> {
         match self {
             Client::V4(c) => c.disconnect().await.map_err(drop),
             Client::V5(c) => c.disconnect().await.map_err(drop),
@@ -92,48 +125,134 @@ impl Client {
 }
 
 impl EventStream {
-    /// The next event; an error is a connection problem (the loop reconnects on the next poll).
-    pub async fn poll(&mut self) -> Result<LinkEvent, String> {
-        match self {
-            EventStream::V4(e) => {
-                use rumqttc::{Event, Outgoing, Packet};
-                Ok(match e.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck {
-                        code: format!("{:?}", a.code),
-                    },
-                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                    },
-                    Event::Incoming(Packet::PubAck(_)) => LinkEvent::PubAck { refused: None },
-                    Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
-                    _ => LinkEvent::Other,
-                })
+    fn new(event_loop: EventLoop) -> EventStream {
+        EventStream {
+            event_loop,
+            left_over: VecDeque::new(),
+        }
+    }
+
+    /// The next event. A lost connection is reported after the events rumqttc had buffered from
+    /// it, and says how many unwritten publishes went with it.
+    async fn next_event(&mut self) -> LinkEvent {
+        if let Some(e) = self.left_over.pop_front() {
+            return e;
+        }
+        let error = match &mut self.event_loop {
+            EventLoop::V4(e) => match e.poll().await {
+                Ok(ev) => return v4_event(ev),
+                Err(err) => err.to_string(),
+            },
+            EventLoop::V5(e) => match e.poll().await {
+                Ok(ev) => return v5_event(ev),
+                Err(err) => err.to_string(),
+            },
+        };
+        let unwritten_lost = self.take_lost_connection();
+        self.left_over.push_back(LinkEvent::ConnectionLost {
+            error,
+            unwritten_lost,
+        });
+        self.left_over.pop_front().expect("just pushed")
+    }
+
+    /// After a failed poll, rumqttc 0.25 has (`eventloop.rs:127-143`, `v5/eventloop.rs:123-139`):
+    /// - left in `state.events` what it read or wrote on the lost connection before the error
+    ///   (PUBACKs read in the same batch, the `Outgoing::Publish` of a publish whose write failed);
+    ///   it would report them only after the next CONNACK (3.1.1) or just before it (5). They are
+    ///   taken here and reported now, so that the link sees them as the old connection's.
+    /// - moved to `pending` every written-unacknowledged publish (packet id set) and every request
+    ///   still in its channel (publishes with packet id 0), to be cleared by the next CONNACK
+    ///   without a session (`eventloop.rs:161`). The latter are counted: they are the oldest the
+    ///   link handed over and has not seen written. The publishes are removed from `pending` so
+    ///   that none is ever written later, whatever the broker says about the session: the link
+    ///   sends the records again itself.
+    /// - possibly kept in `state.collision` a publish taken from the channel but held back for a
+    ///   packet-id collision; `clean` does not clear it, and it would block every later request
+    ///   on the next connection (its PUBACK never comes). It is taken and counted as unwritten.
+    ///
+    /// Returns how many handed-over, unwritten publishes were dropped.
+    fn take_lost_connection(&mut self) -> usize {
+        match &mut self.event_loop {
+            EventLoop::V4(e) => {
+                use rumqttc::Request;
+                let buffered = std::mem::take(&mut e.state.events);
+                self.left_over.extend(buffered.into_iter().map(v4_event));
+                let held = usize::from(e.state.collision.take().is_some());
+                let unwritten = e
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+                    .count();
+                e.pending.retain(|r| !matches!(r, Request::Publish(_)));
+                held + unwritten
             }
-            EventStream::V5(e) => {
-                use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-                use rumqttc::v5::Event;
-                use rumqttc::Outgoing;
-                Ok(match e.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck {
-                        code: format!("{:?}", a.code),
-                    },
-                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
-                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        payload: p.payload.to_vec(),
-                    },
-                    Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
-                        // "No matching subscribers" is a success: the broker took the message.
-                        refused: match a.reason {
-                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                            other => Some(format!("{other:?}")),
-                        },
-                    },
-                    Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
-                    _ => LinkEvent::Other,
-                })
+            EventLoop::V5(e) => {
+                use rumqttc::v5::Request;
+                let buffered = std::mem::take(&mut e.state.events);
+                self.left_over.extend(buffered.into_iter().map(v5_event));
+                let held = usize::from(e.state.collision.take().is_some());
+                let unwritten = e
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+                    .count();
+                e.pending.retain(|r| !matches!(r, Request::Publish(_)));
+                held + unwritten
             }
         }
+    }
+}
+
+impl LinkEvents for EventStream {
+    async fn poll(&mut self) -> LinkEvent {
+        self.next_event().await
+    }
+}
+
+fn v4_event(ev: rumqttc::Event) -> LinkEvent {
+    use rumqttc::{Event, Outgoing, Packet};
+    match ev {
+        Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck {
+            code: format!("{:?}", a.code),
+        },
+        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        },
+        Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
+            pkid: a.pkid,
+            refused: None,
+        },
+        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written { pkid },
+        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
+        _ => LinkEvent::Other,
+    }
+}
+
+fn v5_event(ev: rumqttc::v5::Event) -> LinkEvent {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::Event;
+    use rumqttc::Outgoing;
+    match ev {
+        Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck {
+            code: format!("{:?}", a.code),
+        },
+        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.to_vec(),
+        },
+        Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
+            pkid: a.pkid,
+            // "No matching subscribers" is a success: the broker took the message.
+            refused: match a.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                other => Some(format!("{other:?}")),
+            },
+        },
+        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written { pkid },
+        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
+        _ => LinkEvent::Other,
     }
 }
 
@@ -203,6 +322,9 @@ fn common(cfg: &Config) -> anyhow::Result<Common> {
 pub fn v4_options(cfg: &Config) -> anyhow::Result<rumqttc::MqttOptions> {
     let c = common(cfg)?;
     let mut o = rumqttc::MqttOptions::new(c.client_id, c.host, c.port);
+    // The link resends what a lost connection took with it (`link_state`); a session kept by
+    // the broker would only add a second, unordered copy of the same publishes.
+    o.set_clean_session(true);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(t) = c.tls {
         o.set_transport(t);
@@ -224,6 +346,7 @@ pub fn v4_options(cfg: &Config) -> anyhow::Result<rumqttc::MqttOptions> {
 pub fn v5_options(cfg: &Config) -> anyhow::Result<rumqttc::v5::MqttOptions> {
     let c = common(cfg)?;
     let mut o = rumqttc::v5::MqttOptions::new(c.client_id, c.host, c.port);
+    o.set_clean_start(true); // as in `v4_options`
     o.set_max_packet_size(Some(MAX_PACKET as u32));
     if let Some(t) = c.tls {
         o.set_transport(t);

@@ -1,14 +1,16 @@
 //! The broker link: drains the outbox to the broker at QoS 1 and acknowledges records on PUBACK.
 //!
-//! One forwarder task is the only thing that publishes (events and status), and it notes each
-//! publish in a FIFO before handing it to rumqttc. MQTT 3.1.1 (§4.6) has the broker acknowledge
-//! QoS 1 publishes in the order it received them, and rumqttc resends unacknowledged publishes
-//! oldest first after a reconnect, so each PUBACK belongs to the FIFO's front entry. MQTT 5 (§4.6)
-//! keeps the same ordering rule; its PUBACK may also refuse a message, which is counted and logged
+//! Two tasks share one [`LinkState`] (the bookkeeping, without I/O, in `link_state.rs`): the
+//! forwarder, the only thing that publishes (events, status, replies, retained state), notes each
+//! publish there before handing it to rumqttc; the event-loop task reports what the client wrote
+//! (packet id), the PUBACKs (matched by packet id) and lost connections. A lost connection takes
+//! its unacknowledged publishes with it (rumqttc keeps no session: clean session, see
+//! `link_state.rs`); those records go back to the head of the outbox and are sent again after the
+//! reconnection. An MQTT 5 PUBACK may also refuse a message, which is counted and logged
 //! (retrying a refused message would only block the queue behind it).
 
-use super::client::{self, Client, EventStream, LinkEvent};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use super::client::{self, Client, LinkClient, LinkEvent, LinkEvents};
+use super::link_state::{LinkCounters, LinkState, PubAckOutcome};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use crate::config::Config;
 /// Produces the current status JSON (state `online`).
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// Counters of the broker link.
+/// Counters of the broker link (a copy of [`LinkCounters`] readable without a lock).
 #[derive(Debug, Default)]
 pub struct LinkStats {
     /// QoS 1 messages handed to the client.
@@ -32,21 +34,26 @@ pub struct LinkStats {
     /// Of the acknowledged, refused by the broker (MQTT 5 reason codes: not authorised, quota
     /// exceeded, …). Events among them are not retried: they are counted in status.
     pub refused: AtomicU64,
+    /// Events sent again because their connection was lost before the PUBACK.
+    pub requeued: AtomicU64,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
 }
 
-/// Retained state topics: the latest payload of each, and which still need publishing.
-#[derive(Default)]
-struct Retained {
-    latest: BTreeMap<String, Vec<u8>>,
-    dirty: BTreeSet<String>,
+impl LinkStats {
+    fn mirror(&self, c: LinkCounters) {
+        self.published.store(c.published, Ordering::Relaxed);
+        self.acked.store(c.acked, Ordering::Relaxed);
+        self.refused.store(c.refused, Ordering::Relaxed);
+        self.requeued.store(c.requeued, Ordering::Relaxed);
+        self.connections.store(c.connections, Ordering::Relaxed);
+    }
 }
 
 /// Where producers put events: the outbox plus a wake-up for the forwarder. Cheap to share.
 pub struct Delivery {
     outbox: Mutex<Outbox>,
-    retained: Mutex<Retained>,
+    state: Mutex<LinkState>,
     wake: Notify,
     link: Arc<LinkStats>,
     outbox_stats: Arc<OutboxStats>,
@@ -57,7 +64,7 @@ impl Delivery {
         let outbox_stats = outbox.stats();
         Arc::new(Delivery {
             outbox: Mutex::new(outbox),
-            retained: Mutex::new(Default::default()),
+            state: Mutex::new(LinkState::new()),
             wake: Notify::new(),
             link: Arc::new(LinkStats::default()),
             outbox_stats,
@@ -85,29 +92,16 @@ impl Delivery {
     /// matters, so it is not stored in the outbox: it is published after the pending events and
     /// again on every (re)connection.
     pub fn set_retained(&self, topic_suffix: &str, payload: Vec<u8>) {
-        let mut r = self.retained.lock().expect("retained lock");
-        r.latest.insert(topic_suffix.to_owned(), payload);
-        r.dirty.insert(topic_suffix.to_owned());
-        drop(r);
+        self.with_state(|s| s.set_retained(topic_suffix, payload));
         self.wake.notify_one();
     }
 
-    /// Retained topics waiting to be published, with their payloads.
-    fn take_dirty_retained(&self) -> Vec<(String, Vec<u8>)> {
-        let mut r = self.retained.lock().expect("retained lock");
-        let dirty = std::mem::take(&mut r.dirty);
-        dirty
-            .into_iter()
-            .filter_map(|t| r.latest.get(&t).map(|p| (t, p.clone())))
-            .collect()
-    }
-
-    /// Marks every retained topic for publishing (after a reconnection).
-    fn mark_all_retained(&self) {
-        let mut r = self.retained.lock().expect("retained lock");
-        r.dirty = r.latest.keys().cloned().collect();
-        drop(r);
-        self.wake.notify_one();
+    /// Runs `f` on the link state and refreshes the counters.
+    fn with_state<T>(&self, f: impl FnOnce(&mut LinkState) -> T) -> T {
+        let mut state = self.state.lock().expect("link state lock");
+        let out = f(&mut state);
+        self.link.mirror(state.counters());
+        out
     }
 
     /// Outbox counters.
@@ -141,11 +135,10 @@ enum Control {
     Stop,
 }
 
-/// The running broker link.
-pub struct MqttLink {
-    client: Client,
+/// The running broker link, over rumqttc's client or (in tests) a double.
+pub struct MqttLink<C: LinkClient = Client> {
+    client: C,
     delivery: Arc<Delivery>,
-    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
     control: mpsc::UnboundedSender<Control>,
     forwarder: JoinHandle<()>,
     poller: JoinHandle<()>,
@@ -163,8 +156,29 @@ impl MqttLink {
         commands: Option<Arc<dyn CommandHandler>>,
     ) -> anyhow::Result<MqttLink> {
         let (client, eventloop) = client::connect(cfg, 64)?;
-        let prefix = cfg.topic_prefix();
-        let fifo = Arc::new(Mutex::new(VecDeque::new()));
+        Ok(MqttLink::start_with(
+            client,
+            eventloop,
+            cfg.topic_prefix(),
+            delivery,
+            status,
+            status_every,
+            commands,
+        ))
+    }
+}
+
+impl<C: LinkClient> MqttLink<C> {
+    /// Starts the link's tasks over `client` and its `events`, publishing under `prefix`.
+    pub fn start_with(
+        client: C,
+        eventloop: impl LinkEvents,
+        prefix: String,
+        delivery: Arc<Delivery>,
+        status: StatusFn,
+        status_every: Duration,
+        commands: Option<Arc<dyn CommandHandler>>,
+    ) -> MqttLink<C> {
         let (control, control_rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(poll(
             eventloop,
@@ -172,7 +186,6 @@ impl MqttLink {
                 client: client.clone(),
                 prefix: prefix.clone(),
                 delivery: delivery.clone(),
-                fifo: fifo.clone(),
                 control: control.clone(),
                 status: status.clone(),
                 commands,
@@ -182,7 +195,6 @@ impl MqttLink {
             client.clone(),
             prefix,
             delivery.clone(),
-            fifo.clone(),
             control_rx,
         ));
         let status_task = {
@@ -200,15 +212,14 @@ impl MqttLink {
                 }
             })
         };
-        Ok(MqttLink {
+        MqttLink {
             client,
             delivery,
-            fifo,
             control,
             forwarder,
             poller,
             status_task,
-        })
+        }
     }
 
     /// Hands over what is stored, publishes the retained `offline` status, waits up to `timeout`
@@ -222,7 +233,8 @@ impl MqttLink {
         ));
         let _ = self.control.send(Control::Stop);
         let _ = tokio::time::timeout_at(deadline, self.forwarder).await;
-        while !self.fifo.lock().expect("fifo").is_empty() && tokio::time::Instant::now() < deadline
+        while !self.delivery.with_state(|s| s.is_settled())
+            && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -263,28 +275,27 @@ fn mark_replayed(mut payload: Vec<u8>) -> Vec<u8> {
 }
 
 async fn forward(
-    client: Client,
+    client: impl LinkClient,
     prefix: String,
     delivery: Arc<Delivery>,
-    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let publish = |topic: String, payload: Vec<u8>, retain: bool, seq: Option<u64>| {
-        let (client, fifo, link) = (client.clone(), fifo.clone(), delivery.link.clone());
+        let (client, delivery) = (client.clone(), delivery.clone());
         async move {
-            // Noted before the hand-over, so its PUBACK cannot arrive first.
-            fifo.lock().expect("fifo").push_back(seq);
-            link.published.fetch_add(1, Ordering::Relaxed);
+            // Noted before the hand-over, so that its write cannot be reported first.
+            delivery.with_state(|s| s.note_publish(seq));
             if client.publish(topic, retain, payload).await.is_err() {
-                fifo.lock().expect("fifo").pop_back();
+                delivery.with_state(|s| s.publish_failed());
                 return false;
             }
             true
         }
     };
-    let mut stopping = false;
     loop {
-        loop {
+        // Records are handed over only while connected: during an outage they would only fill the
+        // client's queue, and the records a lost connection took with it must go out first.
+        while delivery.link.connected.load(Ordering::Relaxed) {
             let next = delivery.outbox.lock().expect("outbox lock").next_unsent();
             let Some(r) = next else { break };
             let payload = if r.catch_up {
@@ -304,12 +315,14 @@ async fn forward(
                 return;
             }
         }
-        for (suffix, payload) in delivery.take_dirty_retained() {
-            if !publish(format!("{prefix}/{suffix}"), payload, true, None).await {
-                return;
+        if delivery.link.connected.load(Ordering::Relaxed) {
+            for (suffix, payload) in delivery.with_state(|s| s.take_dirty_retained()) {
+                if !publish(format!("{prefix}/{suffix}"), payload, true, None).await {
+                    return;
+                }
             }
         }
-        if stopping {
+        if delivery.with_state(|s| s.is_stopping()) {
             return;
         }
         tokio::select! {
@@ -327,29 +340,27 @@ async fn forward(
                         return;
                     }
                 }
-                Some(Control::Stop) | None => stopping = true,
+                Some(Control::Stop) | None => delivery.with_state(|s| s.stop()),
             },
         }
     }
 }
 
 /// What the event-loop task needs besides the event loop.
-struct PollParts {
-    client: Client,
+struct PollParts<C> {
+    client: C,
     prefix: String,
     delivery: Arc<Delivery>,
-    fifo: Arc<Mutex<VecDeque<Option<u64>>>>,
     control: mpsc::UnboundedSender<Control>,
     status: StatusFn,
     commands: Option<Arc<dyn CommandHandler>>,
 }
 
-async fn poll(mut eventloop: EventStream, parts: PollParts) {
+async fn poll(mut events: impl LinkEvents, parts: PollParts<impl LinkClient>) {
     let PollParts {
         client,
         prefix,
         delivery,
-        fifo,
         control,
         status,
         commands,
@@ -359,22 +370,23 @@ async fn poll(mut eventloop: EventStream, parts: PollParts) {
     let mut backoff = Duration::from_millis(500);
     let mut last_checkpoint = Instant::now();
     loop {
-        match eventloop.poll().await {
-            Ok(LinkEvent::ConnAck { code }) => {
+        match events.poll().await {
+            LinkEvent::ConnAck { code } => {
                 backoff = Duration::from_millis(500);
+                delivery.with_state(|s| s.on_connected());
                 link.connected.store(true, Ordering::Relaxed);
-                link.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%code, "connected to MQTT broker");
                 let _ = control.send(Control::Status(status()));
-                delivery.mark_all_retained();
+                // The forwarder hands records over again, lost ones first, then retained state.
+                delivery.wake.notify_one();
                 if commands.is_some() {
-                    // Subscribing is not a publish: it does not enter the acknowledgement FIFO.
+                    // Subscribing is not a publish: the link state does not track it.
                     if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+")) {
                         tracing::error!(error = %e, "cannot subscribe to commands");
                     }
                 }
             }
-            Ok(LinkEvent::Publish { topic, payload }) => {
+            LinkEvent::Publish { topic, payload } => {
                 let (Some(handler), Some(name)) =
                     (commands.clone(), topic.strip_prefix(&cmd_prefix))
                 else {
@@ -390,14 +402,24 @@ async fn poll(mut eventloop: EventStream, parts: PollParts) {
                     let _ = control.send(Control::Reply(reply));
                 });
             }
-            Ok(LinkEvent::PubAck { refused }) => {
-                link.acked.fetch_add(1, Ordering::Relaxed);
-                let front = fifo.lock().expect("fifo").pop_front();
-                if let Some(reason) = refused {
-                    link.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%reason, seq = ?front.flatten(), "the broker refused a message; it is not retried (counted in status as outbox.refused)");
+            LinkEvent::Written { pkid } => {
+                if !delivery.with_state(|s| s.on_written(pkid)) {
+                    tracing::warn!(
+                        pkid,
+                        "the MQTT client wrote a publish the link did not hand over"
+                    );
                 }
-                if let Some(Some(seq)) = front {
+            }
+            LinkEvent::PubAck { pkid, refused } => {
+                let outcome = delivery.with_state(|s| s.on_puback(pkid, refused.is_some()));
+                let PubAckOutcome::Acked { cargo, .. } = outcome else {
+                    tracing::warn!(pkid, "PUBACK for no publish awaiting one; ignored");
+                    continue;
+                };
+                if let Some(reason) = refused {
+                    tracing::error!(%reason, seq = ?cargo, "the broker refused a message; it is not retried (counted in status as outbox.refused)");
+                }
+                if let Some(seq) = cargo {
                     let mut ob = delivery.outbox.lock().expect("outbox lock");
                     ob.acknowledge(seq);
                     if last_checkpoint.elapsed() >= Duration::from_millis(50) {
@@ -408,20 +430,32 @@ async fn poll(mut eventloop: EventStream, parts: PollParts) {
                     }
                 }
             }
-            Ok(LinkEvent::Disconnected) => {
-                link.connected.store(false, Ordering::Relaxed);
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if link.connected.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "MQTT connection lost; events are kept in the outbox");
+            LinkEvent::ConnectionLost {
+                error,
+                unwritten_lost,
+            } => {
+                let was_connected = link.connected.swap(false, Ordering::Relaxed);
+                let lost = delivery.with_state(|s| s.on_connection_lost(unwritten_lost));
+                if !lost.is_empty() {
+                    delivery.outbox.lock().expect("outbox lock").requeue(&lost);
+                    tracing::info!(
+                        events = lost.len(),
+                        "events unacknowledged when the connection dropped will be sent again"
+                    );
+                }
+                if was_connected {
+                    tracing::warn!(%error, "MQTT connection lost; events are kept in the outbox");
                 } else {
-                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs_f64(), "MQTT broker unreachable");
+                    tracing::warn!(%error, retry_in_s = backoff.as_secs_f64(), "MQTT broker unreachable");
                 }
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+            LinkEvent::Disconnected => {
+                link.connected.store(false, Ordering::Relaxed);
+                return;
+            }
+            LinkEvent::Other => {}
         }
     }
 }
@@ -459,3 +493,7 @@ mod tests {
         assert_eq!(v, serde_json::json!({"seq": 1, "replayed": true}));
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod double_tests;

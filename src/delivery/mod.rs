@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod link;
+pub mod link_state;
 pub mod outbox;
 
 pub use link::{Delivery, LinkStats, MqttLink, StatusFn};

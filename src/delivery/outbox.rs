@@ -99,8 +99,9 @@ pub struct Outbox {
     writer: Option<File>,
     /// Undelivered records, oldest first, not yet handed to the broker link.
     unsent: VecDeque<Record>,
-    /// Records handed to the link, awaiting acknowledgement, oldest first.
-    inflight: VecDeque<u64>,
+    /// Records handed to the link, awaiting acknowledgement. Kept whole: a record the MQTT client
+    /// lost with its connection goes back to `unsent` ([`Outbox::requeue`]).
+    inflight: VecDeque<Record>,
     /// Per record seq → encoded length, for the byte count (oldest first).
     sizes: VecDeque<(u64, u64)>,
     acked: u64,
@@ -319,8 +320,37 @@ impl Outbox {
     /// The next record to hand to the broker, moved to the in-flight list.
     pub fn next_unsent(&mut self) -> Option<Record> {
         let r = self.unsent.pop_front()?;
-        self.inflight.push_back(r.seq);
+        self.inflight.push_back(r.clone());
         Some(r)
+    }
+
+    /// The broker link lost these in-flight records with its connection: they go back to the head
+    /// of the queue, in seq order, to be sent again (as catch-up) before anything newer. Seqs not
+    /// in flight (acknowledged meanwhile) are ignored.
+    pub fn requeue(&mut self, seqs: &[u64]) {
+        let mut back: Vec<Record> = Vec::with_capacity(seqs.len());
+        self.inflight.retain(|r| {
+            if seqs.contains(&r.seq) {
+                back.push(Record {
+                    catch_up: true,
+                    ..r.clone()
+                });
+                false
+            } else {
+                true
+            }
+        });
+        if back.is_empty() {
+            return;
+        }
+        back.extend(self.unsent.drain(..));
+        back.sort_by_key(|r| r.seq);
+        self.unsent = back.into();
+    }
+
+    /// Records handed to the link and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
     }
 
     /// Whether records wait to be handed over.
@@ -328,9 +358,9 @@ impl Outbox {
         !self.unsent.is_empty()
     }
 
-    /// The broker acknowledged `seq` (acknowledgements come in publish order).
+    /// The broker acknowledged `seq`.
     pub fn acknowledge(&mut self, seq: u64) {
-        if let Some(pos) = self.inflight.iter().position(|s| *s == seq) {
+        if let Some(pos) = self.inflight.iter().position(|r| r.seq == seq) {
             self.inflight.remove(pos);
         }
         if let Some(pos) = self.sizes.iter().position(|(s, _)| *s == seq) {
@@ -442,141 +472,5 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opts(dir: &Path, max: u64, policy: FullPolicy) -> OutboxOptions {
-        OutboxOptions {
-            dir: dir.to_owned(),
-            max_bytes: max,
-            policy,
-            segment_bytes: 200,
-        }
-    }
-
-    fn push(ob: &mut Outbox, n: usize) -> Vec<u64> {
-        (0..n)
-            .map(|_| {
-                ob.append("events/plate", false, |s| {
-                    format!("{{\"seq\":{s}}}").into_bytes()
-                })
-                .unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn undelivered_events_survive_restart_in_order_and_seq_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(push(&mut ob, 10), (1..=10).collect::<Vec<_>>());
-        for _ in 0..4 {
-            let r = ob.next_unsent().unwrap();
-            assert!(!r.catch_up);
-            ob.acknowledge(r.seq);
-        }
-        // 5 and 6 are in flight, not acknowledged, when the process dies.
-        ob.next_unsent();
-        ob.next_unsent();
-        ob.checkpoint().unwrap();
-        drop(ob);
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(ob.recovered(), 6);
-        let again: Vec<(u64, bool)> =
-            std::iter::from_fn(|| ob.next_unsent().map(|r| (r.seq, r.catch_up))).collect();
-        assert_eq!(again, (5..=10).map(|s| (s, true)).collect::<Vec<_>>());
-        assert_eq!(push(&mut ob, 1), [11]);
-        assert!(!ob.next_unsent().unwrap().catch_up, "new events are live");
-    }
-
-    #[test]
-    fn delivered_segments_are_deleted_and_cursor_keeps_seq() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        push(&mut ob, 30);
-        while let Some(r) = ob.next_unsent() {
-            ob.acknowledge(r.seq);
-        }
-        ob.checkpoint().unwrap();
-        let segs = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("seg-")
-            })
-            .count();
-        assert!(segs <= 1, "{segs} segments left");
-        drop(ob);
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(ob.recovered(), 0);
-        assert_eq!(push(&mut ob, 1), [31]);
-    }
-
-    #[test]
-    fn a_torn_final_record_is_cut_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        push(&mut ob, 3);
-        drop(ob);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().contains("seg-"))
-            .unwrap();
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[40, 0, 0, 0, 1, 2, 3]).unwrap();
-        drop(f);
-        let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(ob.recovered(), 3);
-        assert_eq!(push(&mut ob, 1), [4]);
-        drop(ob);
-        assert_eq!(
-            Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest))
-                .unwrap()
-                .recovered(),
-            4
-        );
-    }
-
-    #[test]
-    fn full_outbox_applies_the_policy_and_counts_the_loss() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(opts(dir.path(), 150, FullPolicy::RejectNew)).unwrap();
-        let mut stored = 0;
-        for _ in 0..10 {
-            if ob
-                .append("e", false, |s| format!("{{\"seq\":{s}}}").into_bytes())
-                .is_ok()
-            {
-                stored += 1;
-            }
-        }
-        assert_eq!(
-            stored as u64 + ob.stats().dropped.load(Ordering::Relaxed),
-            10
-        );
-        assert!(ob.stats().bytes.load(Ordering::Relaxed) <= 150);
-        // Rejected events do not consume a seq: the stored ones are gap-free.
-        assert_eq!(ob.last_seq(), stored as u64);
-
-        let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(opts(dir.path(), 150, FullPolicy::DropOldest)).unwrap();
-        push(&mut ob, 10);
-        let dropped = ob.stats().dropped.load(Ordering::Relaxed);
-        assert!(dropped > 0);
-        let left: Vec<u64> = std::iter::from_fn(|| ob.next_unsent().map(|r| r.seq)).collect();
-        assert_eq!(*left.last().unwrap(), 10, "the newest are kept");
-        assert_eq!(left.len() as u64 + dropped, 10);
-        ob.checkpoint().unwrap();
-        drop(ob);
-        let ob = Outbox::open(opts(dir.path(), 150, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(
-            ob.stats().dropped.load(Ordering::Relaxed),
-            dropped,
-            "loss count survives restart"
-        );
-    }
-}
+#[path = "outbox_tests.rs"]
+mod tests;
