@@ -187,6 +187,8 @@ fn full_outbox_applies_the_policy_counts_the_loss_and_shows_it_in_status() {
             &format!("[outbox]\nmax_bytes = 65536\npolicy = \"{policy}\""),
         );
         let child = bench(&cfg, 500, 0.0);
+        // However long producing takes on this machine, the final count is in a status: the
+        // offline status at the end carries the outbox counters.
         std::thread::sleep(Duration::from_secs(3));
         broker.restart();
         let sub = Subscriber::start(broker.port, "gatewatch/#");

@@ -228,9 +228,14 @@ impl<C: LinkClient> MqttLink<C> {
     pub async fn shutdown(self, timeout: Duration) -> u64 {
         self.status_task.abort();
         let deadline = tokio::time::Instant::now() + timeout;
-        let _ = self.control.send(Control::Status(
-            serde_json::json!({"state": "offline", "reason": "shutdown"}),
-        ));
+        // The last word carries the outbox counters: the hub learns what was dropped and how
+        // much waits for the next start, even when no periodic status went out after the last
+        // change (a backlog that was still being counted when the broker came back).
+        let _ = self.control.send(Control::Status(serde_json::json!({
+            "state": "offline",
+            "reason": "shutdown",
+            "outbox": self.delivery.status_fields(),
+        })));
         let _ = self.control.send(Control::Stop);
         let _ = tokio::time::timeout_at(deadline, self.forwarder).await;
         while !self.delivery.with_state(|s| s.is_settled())
