@@ -135,3 +135,34 @@ fn run_with_missing_models_fails_at_start_naming_the_file_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn check_names_the_key_path_and_line_of_toml_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), free_port(), "folder:/srv/replay", "");
+    // A second camera without its url: the message says which camera and where.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    let header_line = text.lines().count() + 1;
+    text.push_str("[[camera]]\nid = \"cam2\"\nlane = \"out-1\"\n");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = check_config(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("camera[1].url: is missing (line {header_line})")),
+        "{err}"
+    );
+    assert!(!err.contains("byte"), "{err}");
+
+    text.push_str("url = \"folder:/srv/replay\"\nfps = \"fast\"\n");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = check_config(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "camera[1].fps: invalid type: string \"fast\", expected f64 (line {})",
+            header_line + 4
+        )),
+        "{err}"
+    );
+}

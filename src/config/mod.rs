@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -401,7 +402,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: describe_toml_error(&e),
+            message: toml_error::describe(text, &e),
         })?;
         let issues = config.validate();
         if issues.is_empty() {
@@ -436,15 +437,6 @@ pub(crate) fn is_topic_segment(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Turns toml's error into one line naming the key when it can.
-fn describe_toml_error(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
-        None => msg,
-    }
 }
 
 #[cfg(test)]
@@ -520,6 +512,29 @@ url = "rtsp://10.0.0.5/stream1"
             .unwrap_err()
             .to_string();
         assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_name_the_key_path_and_the_line() {
+        let parse_error = |text: &str| match Config::from_toml(text, Path::new("t.toml")) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        // The second camera has no url: which camera, and where.
+        let text = format!("{MINIMAL}\n[[camera]]\nid = \"back\"\nlane = \"out-1\"\n");
+        let line = text.lines().position(|l| l == "id = \"back\"").unwrap();
+        assert_eq!(
+            parse_error(&text),
+            format!("camera[1].url: is missing (line {line})")
+        );
+        let text = MINIMAL.to_owned() + "[runtime]\nthreads = \"two\"\n";
+        let msg = parse_error(&text);
+        assert!(
+            msg.starts_with("runtime.threads: invalid type") && msg.ends_with("(line 11)"),
+            "{msg}"
+        );
+        let msg = parse_error(&MINIMAL.replace("[mqtt]", "[mqtt]\nport = 70000"));
+        assert!(msg.starts_with("mqtt.port: invalid value"), "{msg}");
     }
 
     #[test]
