@@ -18,6 +18,7 @@ pub mod motion;
 pub mod pipeline;
 pub mod plate;
 pub mod qr;
+pub mod redact;
 pub mod source;
 pub mod vision;
 pub mod yard;

@@ -166,3 +166,42 @@ fn check_names_the_key_path_and_line_of_toml_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn check_never_prints_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        free_port(),
+        "rtsp://admin:Cam-Secret-7@192.0.2.10:554/stream1",
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "transport = \"tcp\"",
+        "transport = \"tcp\"\nusername = \"gw\"\npassword = \"Mqtt-Secret-9\"",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let out = check_config(&cfg);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("[[camera]]"), "resolved config printed: {all}");
+    for secret in ["Cam-Secret-7", "Mqtt-Secret-9"] {
+        assert!(!all.contains(secret), "{secret} printed: {all}");
+    }
+    assert!(all.contains("password = \"***\""), "{all}");
+    assert!(
+        all.contains("rtsp://admin:***@192.0.2.10:554/stream1"),
+        "{all}"
+    );
+
+    // A password of the wrong type is not echoed in the error either.
+    std::fs::write(&cfg, text.replace("\"Mqtt-Secret-9\"", "918273645")).unwrap();
+    let out = check_config(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mqtt.password: invalid type"), "{err}");
+    assert!(!err.contains("918273645"), "{err}");
+}

@@ -423,6 +423,19 @@ impl Config {
             .unwrap_or_else(|| format!("gatewatch/{}/{}", self.site, self.device))
     }
 
+    /// A copy fit to print: `mqtt.password` and the credentials in camera URLs are masked
+    /// (`check` prints this, and `ExecStartPre` sends it to the journal).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if c.mqtt.password.is_some() {
+            c.mqtt.password = Some(crate::redact::MASK.to_owned());
+        }
+        for cam in &mut c.cameras {
+            cam.url = crate::redact::text(&cam.url).into_owned();
+        }
+        c
+    }
+
     /// The MQTT client id in force.
     pub fn client_id(&self) -> String {
         self.mqtt

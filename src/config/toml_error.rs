@@ -151,11 +151,25 @@ fn split_dotted(s: &str) -> Option<Vec<String>> {
 
 /// One line naming the key and the line: `camera[1].url: is missing (line 8)`.
 pub(crate) fn describe(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim();
+    let msg = crate::redact::text(e.message().trim()).into_owned();
     let Some(span) = e.span() else {
-        return msg.to_owned();
+        return msg;
     };
     let loc = locate(text, span.start);
+    // A wrongly typed password is quoted by serde: never echo it. The line is checked too, for
+    // when the key path cannot be told.
+    let line_text = text.lines().nth(loc.line - 1).unwrap_or("");
+    let secret = loc
+        .key
+        .as_deref()
+        .is_some_and(|k| crate::redact::SECRET_KEYS.contains(&k))
+        || line_text.to_ascii_lowercase().contains("password");
+    let msg = if secret {
+        crate::redact::secret_value_message(&msg, text.get(span.clone()).unwrap_or(""))
+    } else {
+        msg
+    };
+    let msg = msg.as_str();
     // serde says "missing field `url`"; with the table's path that is the key itself.
     if let Some(field) = msg
         .strip_prefix("missing field `")

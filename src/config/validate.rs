@@ -11,10 +11,12 @@ impl Config {
     /// Every problem found, in file order; empty when the configuration is usable.
     pub fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
+        // Messages may quote a value (a camera URL): credentials never reach check's output, the
+        // journal or a reload_config reply.
         let mut issue = |key: &str, message: String| {
             issues.push(ConfigIssue {
                 key: key.to_owned(),
-                message,
+                message: crate::redact::text(&message).into_owned(),
             })
         };
         for (key, value) in [("site", &self.site), ("device", &self.device)] {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::{Frame, FrameSource, SourceError};
 use crate::config::{AtEnd, Handoff};
+// Every source's errors are logged through `redact::text`: a source that quotes its URL (or an
+// OpenCV message that does) cannot put camera credentials in the journal.
+use crate::redact;
 
 /// Counters of one camera, shared with the status reporter.
 #[derive(Debug, Default)]
@@ -171,7 +174,7 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = source.open() {
             health.up.store(false, Ordering::Relaxed);
-            tracing::warn!(camera = %opts.id, error = %e, retry_in_s = backoff.as_secs_f64(), "camera unavailable");
+            tracing::warn!(camera = %opts.id, error = %redact::text(&e.to_string()), retry_in_s = backoff.as_secs_f64(), "camera unavailable");
             sleep_unless_stopped(backoff, stop);
             backoff = (backoff * 2).min(opts.backoff_max);
             continue;
@@ -231,11 +234,11 @@ fn run(
                 },
                 Err(SourceError::BadFrame(why)) => {
                     health.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(camera = %opts.id, error = %why, "bad frame skipped");
+                    tracing::warn!(camera = %opts.id, error = %redact::text(&why), "bad frame skipped");
                 }
                 Err(SourceError::Lost(why)) => {
                     health.up.store(false, Ordering::Relaxed);
-                    tracing::warn!(camera = %opts.id, error = %why, retry_in_s = backoff.as_secs_f64(), "camera lost");
+                    tracing::warn!(camera = %opts.id, error = %redact::text(&why), retry_in_s = backoff.as_secs_f64(), "camera lost");
                     sleep_unless_stopped(backoff, stop);
                     backoff = (backoff * 2).min(opts.backoff_max);
                     break;
