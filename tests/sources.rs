@@ -186,3 +186,36 @@ fn unsafe_kill_term(pid: u32) {
         .unwrap();
     assert!(ok.success());
 }
+
+#[test]
+fn oversized_images_are_skipped_with_a_clear_error_and_the_camera_keeps_going() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    write_plain_png(&frames.join("a-good.png"), 64, 48);
+    // Issue 13: a 1x30000 strip (a real PNG of a few hundred bytes) and a 20000x20000 header.
+    write_plain_png(&frames.join("b-strip.png"), 1, 30_000);
+    std::fs::write(frames.join("c-huge.png"), png_header_only(20_000, 20_000)).unwrap();
+    let url = format!("folder:{}", frames.display());
+    let cfg = write_config(dir.path(), broker.port, &url, "fps = 5.0");
+    let log_path = dir.path().join("gatewatch.log");
+    let mut gw = run_logged(&cfg, &log_path);
+    wait_online(&sub);
+    std::thread::sleep(Duration::from_secs(2));
+    let hub = Publisher::new(broker.port);
+    let cam = camera_status(&sub, &hub, "cam1", "st1");
+    assert!(gw.try_wait().unwrap().is_none(), "gatewatch keeps serving");
+    assert_eq!(cam["up"], true, "{cam}");
+    assert!(cam["frames"].as_u64().unwrap() >= 1, "{cam}");
+    assert!(cam["bad_frames"].as_u64().unwrap() >= 2, "{cam}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for (file, size) in [("b-strip.png", "1x30000"), ("c-huge.png", "20000x20000")] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("bad frame skipped") && l.contains(file) && l.contains(size)),
+            "no clear error for {file}: {log}"
+        );
+    }
+}

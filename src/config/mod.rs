@@ -9,6 +9,7 @@ mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub use validate::{MAX_CAMERAS, MAX_READERS};
 
 use crate::delivery::{FullPolicy, OutboxOptions};
 use crate::models::ModelSet;
@@ -515,6 +516,30 @@ url = "rtsp://10.0.0.5/stream1"
             issues[4].message.contains("rtsp://"),
             "{}",
             issues[4].message
+        );
+    }
+
+    #[test]
+    fn model_copies_and_cameras_are_bounded() {
+        let text = MINIMAL.to_owned() + "[runtime]\nreaders = 1000000\n";
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("runtime.readers: 1000000 is out of range: allowed 0")
+                && err.contains("to 16"),
+            "{err}"
+        );
+        let mut text = MINIMAL.to_owned();
+        for i in 0..MAX_CAMERAS {
+            text += &format!("[[camera]]\nid = \"c{i}\"\nlane = \"l\"\nurl = \"folder:/x\"\n");
+        }
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("camera: 33 cameras are configured: allowed 1 to 32"),
+            "{err}"
         );
     }
 

@@ -203,6 +203,17 @@ fn run(
             }
             match source.next_frame() {
                 Ok(Some(frame)) => {
+                    // Folder images are checked before decoding; a stream or video file of an
+                    // absurd size is stopped here, before the pipeline scales it.
+                    use opencv::prelude::MatTraitConst;
+                    let (w, h) = (frame.image.cols(), frame.image.rows());
+                    if let Err(e) =
+                        crate::vision::check_image_size(w.max(0) as u32, h.max(0) as u32)
+                    {
+                        health.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(camera = %opts.id, error = %e, "bad frame skipped");
+                        continue;
+                    }
                     backoff = opts.backoff_start;
                     health.frames.fetch_add(1, Ordering::Relaxed);
                     if let Some(fps) = pace {
