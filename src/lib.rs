@@ -20,5 +20,6 @@ pub mod plate;
 pub mod qr;
 pub mod redact;
 pub mod source;
+pub mod state_dir;
 pub mod vision;
 pub mod yard;

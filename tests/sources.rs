@@ -268,4 +268,11 @@ fn a_looping_folder_keeps_its_fps_and_one_with_nothing_decodable_backs_off() {
     assert!((1..=8).contains(&bad_frames), "{bad_cam}");
     assert_eq!(bad_cam["reconnects"], 0, "{bad_cam}");
     assert!(log.lines().count() < 100, "{log}");
+    // The state directory gatewatch created holds plates: private to its user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "state_dir mode {mode:o}");
 }
