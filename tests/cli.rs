@@ -205,3 +205,55 @@ fn check_never_prints_secrets() {
     assert!(err.contains("mqtt.password: invalid type"), "{err}");
     assert!(!err.contains("918273645"), "{err}");
 }
+
+#[test]
+fn check_refuses_what_run_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), free_port(), "folder:/srv/replay", "");
+    let state_file = dir.path().join("state-is-a-file");
+    std::fs::write(&state_file, b"").unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "host = \"127.0.0.1\"",
+            &format!(
+                "host = \"127.0.0.1:1883\"\nusername = \"gw\"\npassword_file = \"{}\"\ntopic_prefix = \"{}\"",
+                dir.path().display(),
+                "x".repeat(70_000)
+            ),
+        )
+        .replace(
+            &format!("state_dir = \"{}\"", dir.path().join("state").display()),
+            &format!("state_dir = \"{}\"", state_file.display()),
+        )
+        .replace("[plates]", "[runtime]\nreaders = 1000000\n[plates]");
+    std::fs::write(&cfg, text).unwrap();
+    let out = check_config(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for expected in [
+        "mqtt.host: \"127.0.0.1:1883\" has a port",
+        "mqtt.password_file: cannot read password file",
+        "is a directory",
+        "state_dir: ",
+        "is a file, not a directory",
+        "mqtt.topic_prefix: 70000 bytes is too long: allowed 1 to 256 bytes",
+        "runtime.readers: 1000000 is out of range: allowed 0",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in: {err}");
+    }
+    // run refuses the same config at start, naming the same keys.
+    let out = gatewatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("mqtt.host:")
+            && err.contains("state_dir:")
+            && err.contains("runtime.readers:"),
+        "{err}"
+    );
+}

@@ -544,6 +544,59 @@ url = "rtsp://10.0.0.5/stream1"
     }
 
     #[test]
+    fn what_run_cannot_use_is_reported_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let text = MINIMAL
+            .replace(
+                "host = \"127.0.0.1\"",
+                &format!(
+                    "host = \"127.0.0.1:1883\"\nusername = \"u\"\npassword_file = \"{}\"\ntopic_prefix = \"{}\"",
+                    dir.path().display(),
+                    "a".repeat(70_000)
+                ),
+            )
+            .replace(
+                "device = \"lane1\"",
+                &format!("device = \"lane1\"\nstate_dir = \"{}\"", file.display()),
+            );
+        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err();
+        let ConfigError::Invalid { issues, .. } = err else {
+            panic!("expected validation issues, got {err}")
+        };
+        let find = |key: &str| {
+            issues
+                .iter()
+                .find(|i| i.key == key)
+                .unwrap_or_else(|| panic!("no {key} in {issues:?}"))
+                .message
+                .clone()
+        };
+        assert!(find("mqtt.host").contains("has a port"));
+        assert!(find("mqtt.password_file").contains("is a directory"));
+        assert!(find("state_dir").contains("is a file, not a directory"));
+        assert_eq!(
+            find("mqtt.topic_prefix"),
+            "70000 bytes is too long: allowed 1 to 256 bytes"
+        );
+
+        // A state_dir under a file cannot be created; an IPv6 address is a host.
+        let text = MINIMAL.replace("127.0.0.1", "::1").replace(
+            "device = \"lane1\"",
+            &format!("device = \"lane1\"\nstate_dir = \"{}/sub\"", file.display()),
+        );
+        let issues = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            issues.contains("state_dir: ") && issues.contains("cannot be created"),
+            "{issues}"
+        );
+        assert!(!issues.contains("mqtt.host"), "{issues}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let text = MINIMAL.replace("[mqtt]", "[mqtt]\nhots = \"x\"");
         let err = Config::from_toml(&text, Path::new("t.toml"))
