@@ -93,6 +93,40 @@ pub fn dispatch(name: &str, payload: &[u8], handler: &dyn CommandHandler) -> Rep
     }
 }
 
+/// An optional field of a request: absent or `null` is `None`; a value `get` cannot read is an
+/// error naming the field. (Read as absent, a wrongly typed `"yard": 5` once applied a `yard_set`
+/// to the only yard.)
+pub fn optional<'a, T>(
+    request: &'a Map<String, Value>,
+    field: &str,
+    expected: &str,
+    get: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<Option<T>, String> {
+    match request.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => get(v).map(Some).ok_or_else(|| {
+            let got = match v {
+                Value::Number(n) => n.to_string(),
+                other => kind(other).to_owned(),
+            };
+            format!("{field} must be {expected}, got {got}")
+        }),
+    }
+}
+
+/// An optional string field; see [`optional`].
+pub fn optional_str<'a>(
+    request: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, String> {
+    optional(request, field, "a string", Value::as_str)
+}
+
+/// An optional whole-number field (0 or more); see [`optional`].
+pub fn optional_u64(request: &Map<String, Value>, field: &str) -> Result<Option<u64>, String> {
+    optional(request, field, "a whole number (0 or more)", Value::as_u64)
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -163,6 +197,24 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("exceeds"));
+    }
+
+    #[test]
+    fn optional_fields_of_the_wrong_type_are_errors_naming_the_field() {
+        let req = |v: Value| v.as_object().unwrap().clone();
+        let r = req(json!({"yard": 5, "limit": "10", "offset": -1, "camera": "a", "n": null}));
+        assert_eq!(
+            optional_str(&r, "yard"),
+            Err("yard must be a string, got 5".into())
+        );
+        assert_eq!(
+            optional_u64(&r, "limit"),
+            Err("limit must be a whole number (0 or more), got a string".into())
+        );
+        assert!(optional_u64(&r, "offset").unwrap_err().contains("got -1"));
+        assert_eq!(optional_str(&r, "camera"), Ok(Some("a")));
+        assert_eq!(optional_str(&r, "n"), Ok(None), "null is absent");
+        assert_eq!(optional_u64(&r, "missing"), Ok(None));
     }
 
     proptest! {

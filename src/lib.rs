@@ -18,6 +18,8 @@ pub mod motion;
 pub mod pipeline;
 pub mod plate;
 pub mod qr;
+pub mod redact;
 pub mod source;
+pub mod state_dir;
 pub mod vision;
 pub mod yard;

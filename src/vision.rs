@@ -191,8 +191,47 @@ pub fn pack_chw(
     Ok(())
 }
 
-/// Decodes an encoded image (JPEG, PNG, …) into a BGR `Mat`.
+/// Largest image decoded, in pixels (40 Mpx, 120 MB as BGR). 8K UHD (7680x4320, 33 Mpx) fits; a
+/// 20000x20000 PNG, which drove a box to 1.5 GB, does not.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+/// Longest side accepted, in pixels: a 1x30000 strip is refused although it is few pixels, as the
+/// stages that scale a frame to a fixed width or height (motion thumbnail, detectors) would blow
+/// it up to gigabytes.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Shortest side accepted, in pixels (the pipeline refuses smaller frames, see [`ensure_bgr`]).
+pub const MIN_IMAGE_SIDE: u32 = 16;
+/// Largest image file read: the file is read whole before it is decoded.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// Refuses image sizes the pipeline cannot afford, before anything that size is allocated.
+pub fn check_image_size(width: u32, height: u32) -> Result<()> {
+    let pixels = u64::from(width) * u64::from(height);
+    ensure!(
+        (MIN_IMAGE_SIDE..=MAX_IMAGE_SIDE).contains(&width)
+            && (MIN_IMAGE_SIDE..=MAX_IMAGE_SIDE).contains(&height)
+            && pixels <= MAX_IMAGE_PIXELS,
+        "image is {width}x{height} pixels: allowed {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels per \
+         side and at most {MAX_IMAGE_PIXELS} pixels in all"
+    );
+    Ok(())
+}
+
+/// Decodes an encoded image (JPEG, PNG or BMP) into a BGR `Mat`.
+///
+/// The size is read from the image's header first and checked with [`check_image_size`]: a
+/// 199-byte PNG can declare a size that takes gigabytes to decode.
 pub fn decode_image(bytes: &[u8]) -> Result<Mat> {
+    let (width, height) = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .context("read image header")?
+        .into_dimensions()
+        .with_context(|| {
+            format!(
+                "not a JPEG, PNG or BMP image, or its header is broken ({} bytes)",
+                bytes.len()
+            )
+        })?;
+    check_image_size(width, height)?;
     let buf = Vector::<u8>::from_slice(bytes);
     let m = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR)
         .context("decode image")?;
@@ -200,10 +239,19 @@ pub fn decode_image(bytes: &[u8]) -> Result<Mat> {
     Ok(m)
 }
 
-/// Reads an image file into a BGR `Mat`.
+/// Reads an image file into a BGR `Mat`; errors name the file (and its size, when that is the
+/// problem).
 pub fn read_image(path: &std::path::Path) -> Result<Mat> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("read {}", path.display()))?
+        .len();
+    ensure!(
+        len <= MAX_IMAGE_FILE_BYTES,
+        "{} is {len} bytes: image files of at most {MAX_IMAGE_FILE_BYTES} bytes are read",
+        path.display()
+    );
     let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    decode_image(&bytes).with_context(|| format!("decode {}", path.display()))
+    decode_image(&bytes).with_context(|| format!("decode {} ({len} bytes)", path.display()))
 }
 
 #[cfg(test)]
@@ -248,6 +296,69 @@ mod tests {
     fn corrupt_bytes_are_an_error_not_a_panic() {
         assert!(decode_image(b"\xff\xd8\xff\xe0 truncated jpeg").is_err());
         assert!(decode_image(&[]).is_err());
+    }
+
+    /// A PNG that declares `width` x `height` but holds no pixels (an empty compressed stream):
+    /// what an attacker sends, a few dozen bytes for any size.
+    pub(crate) fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        };
+        // 8-bit RGB, deflate, no filter, no interlace.
+        let ihdr = [
+            &width.to_be_bytes()[..],
+            &height.to_be_bytes(),
+            &[8, 2, 0, 0, 0],
+        ]
+        .concat();
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn oversized_images_are_refused_from_their_header() {
+        let err = format!(
+            "{:#}",
+            decode_image(&png_header_only(20_000, 20_000)).unwrap_err()
+        );
+        assert!(err.contains("image is 20000x20000 pixels"), "{err}");
+        assert!(err.contains("at most 40000000 pixels"), "{err}");
+        let err = format!(
+            "{:#}",
+            decode_image(&png_header_only(1, 30_000)).unwrap_err()
+        );
+        assert!(err.contains("image is 1x30000 pixels"), "{err}");
+
+        // A real 1x30000 PNG is a few hundred bytes (issue 13's was 199).
+        use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+        let strip = image::RgbImage::new(1, 30_000);
+        let mut png = Vec::new();
+        strip
+            .write_with_encoder(PngEncoder::new_with_quality(
+                &mut png,
+                CompressionType::Best,
+                FilterType::NoFilter,
+            ))
+            .unwrap();
+        assert!(png.len() < 1000, "{}", png.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strip.png");
+        std::fs::write(&path, &png).unwrap();
+        let err = format!("{:#}", read_image(&path).unwrap_err());
+        assert!(
+            err.contains("strip.png") && err.contains("1x30000"),
+            "names the file and its size: {err}"
+        );
+
+        assert!(check_image_size(7680, 4320).is_ok(), "8K fits");
+        assert!(check_image_size(16, 16).is_ok());
+        assert!(check_image_size(16_385, 100).is_err());
     }
 
     #[test]

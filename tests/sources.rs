@@ -186,3 +186,93 @@ fn unsafe_kill_term(pid: u32) {
         .unwrap();
     assert!(ok.success());
 }
+
+#[test]
+fn oversized_images_are_skipped_with_a_clear_error_and_the_camera_keeps_going() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    write_plain_png(&frames.join("a-good.png"), 64, 48);
+    // Issue 13: a 1x30000 strip (a real PNG of a few hundred bytes) and a 20000x20000 header.
+    write_plain_png(&frames.join("b-strip.png"), 1, 30_000);
+    std::fs::write(frames.join("c-huge.png"), png_header_only(20_000, 20_000)).unwrap();
+    let url = format!("folder:{}", frames.display());
+    let cfg = write_config(dir.path(), broker.port, &url, "fps = 5.0");
+    let log_path = dir.path().join("gatewatch.log");
+    let mut gw = run_logged(&cfg, &log_path);
+    wait_online(&sub);
+    std::thread::sleep(Duration::from_secs(2));
+    let hub = Publisher::new(broker.port);
+    let cam = camera_status(&sub, &hub, "cam1", "st1");
+    assert!(gw.try_wait().unwrap().is_none(), "gatewatch keeps serving");
+    assert_eq!(cam["up"], true, "{cam}");
+    assert!(cam["frames"].as_u64().unwrap() >= 1, "{cam}");
+    assert!(cam["bad_frames"].as_u64().unwrap() >= 2, "{cam}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for (file, size) in [("b-strip.png", "1x30000"), ("c-huge.png", "20000x20000")] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("bad frame skipped") && l.contains(file) && l.contains(size)),
+            "no clear error for {file}: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_looping_folder_keeps_its_fps_and_one_with_nothing_decodable_backs_off() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let (one, bad) = (dir.path().join("one"), dir.path().join("bad"));
+    std::fs::create_dir(&one).unwrap();
+    std::fs::create_dir(&bad).unwrap();
+    write_plain_png(&one.join("a.png"), 64, 48);
+    std::fs::write(bad.join("a.png"), b"\x89PNG not really").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        broker.port,
+        &format!("folder:{}", one.display()),
+        "fps = 2.0",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[plates]", "[runtime]\nreaders = 1\n[plates]")
+        + &format!(
+            "[[camera]]\nid = \"cam2\"\nlane = \"in-2\"\nurl = \"folder:{}\"\nfps = 2.0\n",
+            bad.display()
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let log_path = dir.path().join("gatewatch.log");
+    let _gw = run_logged(&cfg, &log_path);
+    wait_online(&sub);
+    let hub = Publisher::new(broker.port);
+    let frames = |v: &serde_json::Value| v["frames"].as_u64().unwrap();
+    let before = camera_status(&sub, &hub, "cam1", "a");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = camera_status(&sub, &hub, "cam1", "b");
+    let bad_cam = camera_status(&sub, &hub, "cam2", "c");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+
+    // One image at 2 fps for 3 s: about 6 frames (it ran at 150 frames/s).
+    let n = frames(&after) - frames(&before);
+    assert!((3..=10).contains(&n), "{n} frames in 3 s at fps 2: {after}");
+    assert_eq!(
+        after["reconnects"], 0,
+        "a restart is not a reconnect: {after}"
+    );
+    // Nothing decodable: passes back off (1 s, 2 s, 4 s, …) instead of spinning, and the log
+    // stays short (it was ~30,000 lines/s).
+    let bad_frames = bad_cam["bad_frames"].as_u64().unwrap();
+    assert!((1..=8).contains(&bad_frames), "{bad_cam}");
+    assert_eq!(bad_cam["reconnects"], 0, "{bad_cam}");
+    assert!(log.lines().count() < 100, "{log}");
+    // The state directory gatewatch created holds plates: private to its user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "state_dir mode {mode:o}");
+}

@@ -41,7 +41,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
     );
     let dir = models::model_dir(cfg.models.dir.as_deref());
     println!("# model dir:    {}", dir.display());
-    print!("{}", toml::to_string_pretty(&cfg)?);
+    print!("{}", toml::to_string_pretty(&cfg.redacted())?);
     let mut bad = 0;
     for m in Manifest::builtin()
         .model

@@ -26,9 +26,11 @@ pub type SharedReader = Arc<Mutex<PlateReader>>;
 /// per CPU core): cameras take turns on a copy, so more copies let more cores infer at once.
 pub fn load_readers(cfg: &Config, model_dir: &Path, cameras: usize) -> Result<Vec<SharedReader>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Camera i infers on copy i % n, so copies beyond the number of cameras would only hold
+    // memory.
     let n = match cfg.runtime.readers {
         0 => cameras.clamp(1, cores),
-        n => n,
+        n => n.min(cameras.max(1)),
     };
     (0..n)
         .map(|_| {

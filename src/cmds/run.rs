@@ -16,6 +16,7 @@ use crate::models;
 use crate::plate::grammar::Region;
 use crate::plate::reader::ReaderOptions;
 use crate::source::capture;
+use crate::state_dir;
 use crate::yard::service::YardService;
 
 /// Arguments of `gatewatch run`.
@@ -45,6 +46,13 @@ pub fn reader_options(cfg: &Config) -> ReaderOptions {
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let cfg = Config::load(&args.config)?;
+    // Created before the outbox and the yards put plates in it, so it is private from the start.
+    state_dir::create_private_dir(&cfg.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
+    if let Some(mode) = state_dir::open_to_others(&cfg.state_dir) {
+        // The operator's directory: said, not changed (systemd's StateDirectoryMode sets it).
+        tracing::warn!(state_dir = %cfg.state_dir.display(), mode = format!("{mode:o}"), "state_dir is open to other users, and holds plates and yard lists: chmod 700 it");
+    }
     capture::configure_ffmpeg();
     let started = Instant::now();
     let model_dir = models::model_dir(cfg.models.dir.as_deref());

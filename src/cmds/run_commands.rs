@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::commands::CommandHandler;
+use crate::commands::{optional_str, optional_u64, CommandHandler};
 use crate::config::{Config, ConfigError};
 use crate::delivery::StatusFn;
 use crate::event::format_ts;
@@ -81,9 +81,7 @@ impl CommandHandler for RunCommands {
 
 impl RunCommands {
     fn snapshot(&self, req: &Map<String, Value>) -> Result<Value, String> {
-        let camera = req
-            .get("camera")
-            .and_then(Value::as_str)
+        let camera = optional_str(req, "camera")?
             .ok_or("snapshot needs \"camera\": the id of a configured camera")?;
         let slot = self.latest.get(camera).ok_or_else(|| {
             format!(
@@ -91,12 +89,9 @@ impl RunCommands {
                 self.latest.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        let limit = req
-            .get("max_bytes")
-            .and_then(Value::as_u64)
-            .map_or(SNAPSHOT_DEFAULT_BYTES, |b| {
-                (b as usize).min(SNAPSHOT_MAX_BYTES)
-            });
+        let limit = optional_u64(req, "max_bytes")?.map_or(SNAPSHOT_DEFAULT_BYTES, |b| {
+            (b as usize).min(SNAPSHOT_MAX_BYTES)
+        });
         let frame = slot
             .lock()
             .map_err(|_| "frame store poisoned")?

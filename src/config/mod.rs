@@ -5,9 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub use validate::{MAX_CAMERAS, MAX_READERS};
 
 use crate::delivery::{FullPolicy, OutboxOptions};
 use crate::models::ModelSet;
@@ -401,7 +403,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: describe_toml_error(&e),
+            message: toml_error::describe(text, &e),
         })?;
         let issues = config.validate();
         if issues.is_empty() {
@@ -422,6 +424,19 @@ impl Config {
             .unwrap_or_else(|| format!("gatewatch/{}/{}", self.site, self.device))
     }
 
+    /// A copy fit to print: `mqtt.password` and the credentials in camera URLs are masked
+    /// (`check` prints this, and `ExecStartPre` sends it to the journal).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if c.mqtt.password.is_some() {
+            c.mqtt.password = Some(crate::redact::MASK.to_owned());
+        }
+        for cam in &mut c.cameras {
+            cam.url = crate::redact::text(&cam.url).into_owned();
+        }
+        c
+    }
+
     /// The MQTT client id in force.
     pub fn client_id(&self) -> String {
         self.mqtt
@@ -436,15 +451,6 @@ pub(crate) fn is_topic_segment(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Turns toml's error into one line naming the key when it can.
-fn describe_toml_error(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
-        None => msg,
-    }
 }
 
 #[cfg(test)]
@@ -514,12 +520,112 @@ url = "rtsp://10.0.0.5/stream1"
     }
 
     #[test]
+    fn model_copies_and_cameras_are_bounded() {
+        let text = MINIMAL.to_owned() + "[runtime]\nreaders = 1000000\n";
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("runtime.readers: 1000000 is out of range: allowed 0")
+                && err.contains("to 16"),
+            "{err}"
+        );
+        let mut text = MINIMAL.to_owned();
+        for i in 0..MAX_CAMERAS {
+            text += &format!("[[camera]]\nid = \"c{i}\"\nlane = \"l\"\nurl = \"folder:/x\"\n");
+        }
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("camera: 33 cameras are configured: allowed 1 to 32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn what_run_cannot_use_is_reported_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let text = MINIMAL
+            .replace(
+                "host = \"127.0.0.1\"",
+                &format!(
+                    "host = \"127.0.0.1:1883\"\nusername = \"u\"\npassword_file = \"{}\"\ntopic_prefix = \"{}\"",
+                    dir.path().display(),
+                    "a".repeat(70_000)
+                ),
+            )
+            .replace(
+                "device = \"lane1\"",
+                &format!("device = \"lane1\"\nstate_dir = \"{}\"", file.display()),
+            );
+        let err = Config::from_toml(&text, Path::new("t.toml")).unwrap_err();
+        let ConfigError::Invalid { issues, .. } = err else {
+            panic!("expected validation issues, got {err}")
+        };
+        let find = |key: &str| {
+            issues
+                .iter()
+                .find(|i| i.key == key)
+                .unwrap_or_else(|| panic!("no {key} in {issues:?}"))
+                .message
+                .clone()
+        };
+        assert!(find("mqtt.host").contains("has a port"));
+        assert!(find("mqtt.password_file").contains("is a directory"));
+        assert!(find("state_dir").contains("is a file, not a directory"));
+        assert_eq!(
+            find("mqtt.topic_prefix"),
+            "70000 bytes is too long: allowed 1 to 256 bytes"
+        );
+
+        // A state_dir under a file cannot be created; an IPv6 address is a host.
+        let text = MINIMAL.replace("127.0.0.1", "::1").replace(
+            "device = \"lane1\"",
+            &format!("device = \"lane1\"\nstate_dir = \"{}/sub\"", file.display()),
+        );
+        let issues = Config::from_toml(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            issues.contains("state_dir: ") && issues.contains("cannot be created"),
+            "{issues}"
+        );
+        assert!(!issues.contains("mqtt.host"), "{issues}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let text = MINIMAL.replace("[mqtt]", "[mqtt]\nhots = \"x\"");
         let err = Config::from_toml(&text, Path::new("t.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_name_the_key_path_and_the_line() {
+        let parse_error = |text: &str| match Config::from_toml(text, Path::new("t.toml")) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        // The second camera has no url: which camera, and where.
+        let text = format!("{MINIMAL}\n[[camera]]\nid = \"back\"\nlane = \"out-1\"\n");
+        let line = text.lines().position(|l| l == "id = \"back\"").unwrap();
+        assert_eq!(
+            parse_error(&text),
+            format!("camera[1].url: is missing (line {line})")
+        );
+        let text = MINIMAL.to_owned() + "[runtime]\nthreads = \"two\"\n";
+        let msg = parse_error(&text);
+        assert!(
+            msg.starts_with("runtime.threads: invalid type") && msg.ends_with("(line 11)"),
+            "{msg}"
+        );
+        let msg = parse_error(&MINIMAL.replace("[mqtt]", "[mqtt]\nport = 70000"));
+        assert!(msg.starts_with("mqtt.port: invalid value"), "{msg}");
     }
 
     #[test]

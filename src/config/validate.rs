@@ -7,14 +7,113 @@ use std::path::Path;
 use super::{is_topic_segment, Config, ConfigIssue, Transport};
 use crate::source::SourceSpec;
 
+/// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
+/// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
+/// never used.
+pub const MAX_READERS: usize = 16;
+/// Most `[[camera]]` tables: each camera runs two threads and holds frames in flight; a gate box
+/// serves a few lanes (measured: 4 cameras on 2 cores).
+pub const MAX_CAMERAS: usize = 32;
+
+/// Longest `mqtt.topic_prefix`: MQTT allows 65535 bytes per topic, many brokers far less, and the
+/// prefix is sent with every message (a 70,000-character one passed `check`).
+pub const MAX_TOPIC_PREFIX_BYTES: usize = 256;
+
+/// A file that can be opened for reading (a directory opens too, but cannot be read).
+fn readable_file(path: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        return Err(std::io::Error::other("it is a directory, not a file"));
+    }
+    std::fs::File::open(path).map(drop)
+}
+
+/// `mqtt.host` must be a host name or an IP address alone: a port or a scheme in it makes the
+/// connection fail at run time with a resolver error.
+fn check_host(host: &str) -> Result<(), String> {
+    let h = host.trim();
+    if h.is_empty() {
+        return Err("is empty: give the broker's host name or IP address".into());
+    }
+    if h.contains("://") {
+        return Err(format!(
+            "{host:?} has a scheme: give the host name or IP address alone (mqtt.transport sets tls or tcp)"
+        ));
+    }
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(());
+    }
+    if h.contains(':') {
+        return Err(format!(
+            "{host:?} has a port: give the host name or IP address alone and the port in mqtt.port"
+        ));
+    }
+    if h.len() > 253 || h.contains(|c: char| c.is_whitespace() || "/?#@[]".contains(c)) {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
+/// A directory gatewatch keeps state in: it must be a directory and writable when it exists;
+/// when it does not, `run` creates it, so its nearest existing parent must be a directory
+/// (whether it may be created there depends on who runs gatewatch: systemd creates state_dir).
+fn usable_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!("{} is a file, not a directory", dir.display())),
+        Ok(_) => {
+            // Writing is the only sure test: permissions, ACLs and read-only mounts all count.
+            let probe = dir.join(format!(".gatewatch-check-{}", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+            {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                    Ok(())
+                }
+                Err(e) => Err(format!("{} is not writable: {e}", dir.display())),
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let parent = dir
+                .ancestors()
+                .skip(1)
+                .map(|a| {
+                    if a.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        a
+                    }
+                })
+                .find(|a| a.exists());
+            match parent {
+                Some(p) if !p.is_dir() => Err(format!(
+                    "{} cannot be created: {} is a file, not a directory",
+                    dir.display(),
+                    p.display()
+                )),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(format!("cannot use {}: {e}", dir.display())),
+    }
+}
+
 impl Config {
     /// Every problem found, in file order; empty when the configuration is usable.
     pub fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
+        // Messages may quote a value (a camera URL): credentials never reach check's output, the
+        // journal or a reload_config reply.
         let mut issue = |key: &str, message: String| {
             issues.push(ConfigIssue {
                 key: key.to_owned(),
-                message,
+                message: crate::redact::text(&message).into_owned(),
             })
         };
         for (key, value) in [("site", &self.site), ("device", &self.device)] {
@@ -31,18 +130,32 @@ impl Config {
                 format!("{} is out of range: allowed 1 to 16", self.runtime.threads),
             );
         }
-        if self.mqtt.host.trim().is_empty() {
+        if self.runtime.readers > MAX_READERS {
             issue(
-                "mqtt.host",
-                "is empty: give the broker's host name or IP address".into(),
+                "runtime.readers",
+                format!(
+                    "{} is out of range: allowed 0 (one per camera, at most one per CPU core) to {MAX_READERS}",
+                    self.runtime.readers
+                ),
             );
+        }
+        if let Err(e) = check_host(&self.mqtt.host) {
+            issue("mqtt.host", e);
+        }
+        for (key, dir) in [
+            ("state_dir", Some(&self.state_dir)),
+            ("outbox.dir", self.outbox.dir.as_ref()),
+        ] {
+            if let Some(Err(e)) = dir.map(|d| usable_dir(d)) {
+                issue(key, e);
+            }
         }
         if self.mqtt.port == Some(0) {
             issue("mqtt.port", "0 is not a port: allowed 1 to 65535".into());
         }
         let m = &self.mqtt;
         let readable = |key: &str, path: &Path, what: &str, issue: &mut dyn FnMut(&str, String)| {
-            if let Err(e) = std::fs::File::open(path) {
+            if let Err(e) = readable_file(path) {
                 issue(key, format!("cannot read {what} {}: {e}", path.display()));
             }
         };
@@ -85,7 +198,13 @@ impl Config {
             );
         }
         if let Some(f) = &m.password_file {
-            readable("mqtt.password_file", f, "password file", &mut issue);
+            // Read as run reads it (text); the content is never shown.
+            if let Err(e) = readable_file(f).and_then(|()| std::fs::read_to_string(f).map(drop)) {
+                issue(
+                    "mqtt.password_file",
+                    format!("cannot read password file {}: {e}", f.display()),
+                );
+            }
         }
         if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
             issue(
@@ -97,7 +216,15 @@ impl Config {
             );
         }
         if let Some(prefix) = &self.mqtt.topic_prefix {
-            if prefix.is_empty()
+            if prefix.len() > MAX_TOPIC_PREFIX_BYTES {
+                issue(
+                    "mqtt.topic_prefix",
+                    format!(
+                        "{} bytes is too long: allowed 1 to {MAX_TOPIC_PREFIX_BYTES} bytes",
+                        prefix.len()
+                    ),
+                );
+            } else if prefix.is_empty()
                 || prefix.ends_with('/')
                 || prefix.contains(['#', '+', '\0'])
                 || prefix.starts_with('/')
@@ -197,6 +324,15 @@ impl Config {
             issue(
                 "camera",
                 "no camera is configured: add at least one [[camera]] table".into(),
+            );
+        }
+        if self.cameras.len() > MAX_CAMERAS {
+            issue(
+                "camera",
+                format!(
+                    "{} cameras are configured: allowed 1 to {MAX_CAMERAS}",
+                    self.cameras.len()
+                ),
             );
         }
         for (i, cam) in self.cameras.iter().enumerate() {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::{Frame, FrameSource, SourceError};
 use crate::config::{AtEnd, Handoff};
+// Every source's errors are logged through `redact::text`: a source that quotes its URL (or an
+// OpenCV message that does) cannot put camera credentials in the journal.
+use crate::redact;
 
 /// Counters of one camera, shared with the status reporter.
 #[derive(Debug, Default)]
@@ -167,21 +170,36 @@ fn run(
     stop: &AtomicBool,
 ) {
     let mut backoff = opts.backoff_start;
-    let mut first_open = true;
+    // Whether the next successful open is a reconnection (after a lost source or a failed open).
+    // The restart of a looping file or folder is not one, and is not announced either.
+    let mut reconnecting = false;
+    let mut announce = true;
+    let mut bad_log = LogLimiter::new(BAD_FRAME_LOGS, BAD_FRAME_LOG_WINDOW);
+    let mut bad_frame = |why: &str| {
+        health.bad_frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = bad_log.allow(Instant::now()) {
+            tracing::warn!(camera = %opts.id, error = %redact::text(why), held_back, "bad frame skipped");
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = source.open() {
             health.up.store(false, Ordering::Relaxed);
-            tracing::warn!(camera = %opts.id, error = %e, retry_in_s = backoff.as_secs_f64(), "camera unavailable");
+            tracing::warn!(camera = %opts.id, error = %redact::text(&e.to_string()), retry_in_s = backoff.as_secs_f64(), "camera unavailable");
             sleep_unless_stopped(backoff, stop);
             backoff = (backoff * 2).min(opts.backoff_max);
+            reconnecting = true;
+            announce = true;
             continue;
         }
-        if !first_open {
+        if reconnecting {
             health.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        first_open = false;
+        reconnecting = false;
         health.up.store(true, Ordering::Relaxed);
-        tracing::info!(camera = %opts.id, "camera streaming");
+        if announce {
+            tracing::info!(camera = %opts.id, "camera streaming");
+            announce = false;
+        }
         // Recorded input is paced at its own rate unless every frame is wanted; live input paces itself.
         let pace = opts
             .max_fps
@@ -191,26 +209,38 @@ fn run(
         } else {
             pace
         };
-        let started = Instant::now();
-        let mut first_t: Option<f64> = None;
+        let mut replay = pace
+            .filter(|_| !source.is_live())
+            .map(|fps| Pacer::new(fps, Instant::now()));
         let mut last_handed: Option<f64> = None;
+        let mut yielded = false;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
             match source.next_frame() {
                 Ok(Some(frame)) => {
+                    // Folder images are checked before decoding; a stream or video file of an
+                    // absurd size is stopped here, before the pipeline scales it.
+                    use opencv::prelude::MatTraitConst;
+                    let (w, h) = (frame.image.cols(), frame.image.rows());
+                    if let Err(e) =
+                        crate::vision::check_image_size(w.max(0) as u32, h.max(0) as u32)
+                    {
+                        bad_frame(&e.to_string());
+                        if let Some(p) = replay.as_mut() {
+                            sleep_until_unless_stopped(p.bad(), stop);
+                        }
+                        continue;
+                    }
+                    yielded = true;
                     backoff = opts.backoff_start;
                     health.frames.fetch_add(1, Ordering::Relaxed);
-                    if let Some(fps) = pace {
-                        let t0 = *first_t.get_or_insert(frame.t);
-                        if !source.is_live() {
-                            // Replay recorded input in real time.
-                            let due = Duration::from_secs_f64(((frame.t - t0) * 1.0).max(0.0));
-                            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                                sleep_unless_stopped(wait, stop);
-                            }
-                        } else if last_handed.is_some_and(|t| frame.t - t < 1.0 / fps) {
+                    if let Some(p) = replay.as_mut() {
+                        // Replay recorded input in real time.
+                        sleep_until_unless_stopped(p.frame(frame.t), stop);
+                    } else if let Some(fps) = pace {
+                        if last_handed.is_some_and(|t| frame.t - t < 1.0 / fps) {
                             continue;
                         }
                     }
@@ -224,24 +254,142 @@ fn run(
                         tracing::info!(camera = %opts.id, "end of stream; camera stopped");
                         return;
                     }
+                    AtEnd::Restart if !yielded => {
+                        // Nothing usable in a whole pass (every image corrupt, an empty video):
+                        // back off as for a lost source instead of spinning on it.
+                        health.up.store(false, Ordering::Relaxed);
+                        tracing::warn!(camera = %opts.id, retry_in_s = backoff.as_secs_f64(), "no usable frame in a whole pass of the source; restarting later");
+                        sleep_unless_stopped(backoff, stop);
+                        backoff = (backoff * 2).min(opts.backoff_max);
+                        break;
+                    }
                     AtEnd::Restart => {
+                        // The next pass starts one frame interval after this one's last frame,
+                        // so a looping one-image folder still runs at its fps.
+                        if let Some(p) = &replay {
+                            sleep_until_unless_stopped(p.pass_end(), stop);
+                        }
                         tracing::debug!(camera = %opts.id, "end of stream; restarting");
                         break;
                     }
                 },
                 Err(SourceError::BadFrame(why)) => {
-                    health.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(camera = %opts.id, error = %why, "bad frame skipped");
+                    bad_frame(&why);
+                    // A bad image keeps its slot in the replay: a folder of corrupt files is
+                    // read at its fps, not as fast as the disk allows.
+                    if let Some(p) = replay.as_mut() {
+                        sleep_until_unless_stopped(p.bad(), stop);
+                    }
                 }
                 Err(SourceError::Lost(why)) => {
                     health.up.store(false, Ordering::Relaxed);
-                    tracing::warn!(camera = %opts.id, error = %why, retry_in_s = backoff.as_secs_f64(), "camera lost");
+                    tracing::warn!(camera = %opts.id, error = %redact::text(&why), retry_in_s = backoff.as_secs_f64(), "camera lost");
                     sleep_unless_stopped(backoff, stop);
                     backoff = (backoff * 2).min(opts.backoff_max);
+                    reconnecting = true;
+                    announce = true;
                     break;
                 }
             }
         }
+    }
+}
+
+/// Bad-frame warnings let through per window; the rest are counted (`bad_frames` in status) and
+/// the next warning says how many were held back.
+const BAD_FRAME_LOGS: u32 = 10;
+const BAD_FRAME_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Replay pacing of recorded input within one pass: every item, frame or bad frame, has a slot on
+/// the stream's clock, mapped to the wall clock from the pass's start.
+#[derive(Debug)]
+struct Pacer {
+    interval: f64,
+    start: Instant,
+    /// Stream time of the pass's first item (a video may not start at 0).
+    origin: Option<f64>,
+    /// Stream time of the next item's slot.
+    next: f64,
+}
+
+impl Pacer {
+    fn new(fps: f64, start: Instant) -> Pacer {
+        Pacer {
+            interval: 1.0 / fps,
+            start,
+            origin: None,
+            next: 0.0,
+        }
+    }
+
+    fn at(&self, t: f64) -> Instant {
+        let origin = self.origin.unwrap_or(t);
+        self.start + Duration::from_secs_f64((t - origin).clamp(0.0, 86_400.0))
+    }
+
+    /// When the frame at stream time `t` is due.
+    fn frame(&mut self, t: f64) -> Instant {
+        self.origin.get_or_insert(t);
+        self.next = t + self.interval;
+        self.at(t)
+    }
+
+    /// When a bad item in the next slot is done with.
+    fn bad(&mut self) -> Instant {
+        self.origin.get_or_insert(self.next);
+        self.next += self.interval;
+        self.at(self.next)
+    }
+
+    /// When the next pass may start: the slot after the last item.
+    fn pass_end(&self) -> Instant {
+        self.at(self.next)
+    }
+}
+
+/// Lets `burst` messages through per `window` and counts those it holds back.
+#[derive(Debug)]
+struct LogLimiter {
+    burst: u32,
+    window: Duration,
+    window_start: Option<Instant>,
+    sent: u32,
+    held_back: u64,
+}
+
+impl LogLimiter {
+    fn new(burst: u32, window: Duration) -> LogLimiter {
+        LogLimiter {
+            burst,
+            window,
+            window_start: None,
+            sent: 0,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(messages held back since the last one let through)` when this one may be logged.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .window_start
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
+            self.window_start = Some(now);
+            self.sent = 0;
+        }
+        if self.sent < self.burst {
+            self.sent += 1;
+            Some(std::mem::take(&mut self.held_back))
+        } else {
+            self.held_back += 1;
+            None
+        }
+    }
+}
+
+fn sleep_until_unless_stopped(at: Instant, stop: &AtomicBool) {
+    if let Some(d) = at.checked_duration_since(Instant::now()) {
+        sleep_unless_stopped(d, stop);
     }
 }
 
@@ -333,6 +481,132 @@ mod tests {
         assert_eq!(health.reconnects.load(Ordering::Relaxed), 1);
         assert_eq!(health.dropped.load(Ordering::Relaxed), 0);
         assert!(!health.up.load(Ordering::Relaxed));
+    }
+
+    /// A recorded source: each pass gives `items` (true: an image, false: a corrupt file) at `fps`.
+    struct Looping {
+        items: Vec<bool>,
+        next: usize,
+        fps: f64,
+    }
+
+    impl FrameSource for Looping {
+        fn open(&mut self) -> Result<(), SourceError> {
+            self.next = 0;
+            Ok(())
+        }
+        fn next_frame(&mut self) -> SourceResult {
+            let Some(&good) = self.items.get(self.next) else {
+                return Ok(None);
+            };
+            self.next += 1;
+            if !good {
+                return Err(SourceError::BadFrame("corrupt".into()));
+            }
+            Ok(Some(Frame {
+                image: Mat::new_rows_cols_with_default(16, 16, CV_8UC3, Scalar::all(0.0)).unwrap(),
+                t: (self.next - 1) as f64 / self.fps,
+                captured_at: chrono::Utc::now(),
+                index: self.next as u64,
+            }))
+        }
+        fn is_live(&self) -> bool {
+            false
+        }
+        fn fps(&self) -> Option<f64> {
+            Some(self.fps)
+        }
+    }
+
+    /// Runs a looping source for `seconds` with a consumer taking every frame; returns its health.
+    fn run_looping(items: Vec<bool>, fps: f64, seconds: f64) -> Arc<CameraHealth> {
+        let slot = FrameSlot::new(Handoff::Newest);
+        let health = Arc::new(CameraHealth::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = CameraOptions {
+            id: "t".into(),
+            at_end: AtEnd::Restart,
+            max_fps: None,
+            backoff_start: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+        };
+        let src = Looping {
+            items,
+            next: 0,
+            fps,
+        };
+        let h = spawn(
+            Box::new(src),
+            opts,
+            slot.clone(),
+            health.clone(),
+            stop.clone(),
+        )
+        .unwrap();
+        let taker = {
+            let slot = slot.clone();
+            std::thread::spawn(move || while slot.take().is_some() {})
+        };
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        taker.join().unwrap();
+        health
+    }
+
+    #[test]
+    fn a_looping_one_image_folder_keeps_its_fps_and_restarts_are_not_reconnects() {
+        let health = run_looping(vec![true], 10.0, 1.0);
+        let frames = health.frames.load(Ordering::Relaxed);
+        // 10 frames in 1 s; generous bounds for a loaded machine (it spun at hundreds before).
+        assert!(
+            (6..=14).contains(&frames),
+            "{frames} frames in 1 s at 10 fps"
+        );
+        assert_eq!(health.reconnects.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_pass_without_a_usable_frame_backs_off() {
+        let health = run_looping(vec![false], 10.0, 1.0);
+        let bad = health.bad_frames.load(Ordering::Relaxed);
+        // Passes at about 0, 0.2, 0.5 and 1.0 s (backoff 0.1, 0.2, 0.4 s after the file's slot).
+        assert!((1..=6).contains(&bad), "{bad} passes in 1 s");
+        assert_eq!(health.reconnects.load(Ordering::Relaxed), 0);
+        assert_eq!(health.frames.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn replay_slots_count_bad_items_and_the_next_pass_waits_one_interval() {
+        let s = Instant::now();
+        let ms = |i: Instant| i.duration_since(s).as_millis();
+        let mut p = Pacer::new(2.0, s);
+        assert_eq!(ms(p.frame(0.0)), 0);
+        assert_eq!(
+            ms(p.pass_end()),
+            500,
+            "one image at 2 fps: next pass after 0.5 s"
+        );
+        let mut p = Pacer::new(2.0, s);
+        assert_eq!(ms(p.bad()), 500, "a corrupt first file takes its slot");
+        assert_eq!(ms(p.frame(0.5)), 500);
+        assert_eq!(ms(p.bad()), 1500);
+        assert_eq!(ms(p.pass_end()), 1500);
+        // A video whose stream time does not start at 0.
+        let mut p = Pacer::new(25.0, s);
+        assert_eq!(ms(p.frame(3600.0)), 0);
+        assert_eq!(ms(p.frame(3600.2)), 200);
+    }
+
+    #[test]
+    fn log_limiter_lets_a_burst_through_per_window_and_counts_the_rest() {
+        let s = Instant::now();
+        let mut l = LogLimiter::new(2, Duration::from_secs(60));
+        assert_eq!(l.allow(s), Some(0));
+        assert_eq!(l.allow(s), Some(0));
+        assert_eq!(l.allow(s), None);
+        assert_eq!(l.allow(s + Duration::from_secs(59)), None);
+        assert_eq!(l.allow(s + Duration::from_secs(61)), Some(2));
     }
 
     #[test]

@@ -17,6 +17,8 @@ const READ_TIMEOUT_MS: i32 = 10_000;
 /// An OpenCV `VideoCapture` source.
 pub struct CaptureSource {
     url: String,
+    /// The URL as shown in messages: logged on every reconnect attempt, so without credentials.
+    shown: String,
     live: bool,
     cap: Option<VideoCapture>,
     index: u64,
@@ -25,6 +27,7 @@ pub struct CaptureSource {
 impl CaptureSource {
     pub fn new(url: String, live: bool) -> Self {
         Self {
+            shown: crate::redact::text(&url).into_owned(),
             url,
             live,
             cap: None,
@@ -42,6 +45,11 @@ pub fn configure_ffmpeg() {
     }
 }
 
+/// An OpenCV error may quote the URL it was given: masked like ours.
+fn lost(message: &str) -> String {
+    crate::redact::text(message).into_owned()
+}
+
 impl FrameSource for CaptureSource {
     fn open(&mut self) -> Result<(), SourceError> {
         self.cap = None;
@@ -52,11 +60,11 @@ impl FrameSource for CaptureSource {
             READ_TIMEOUT_MS,
         ]);
         let cap = VideoCapture::from_file_with_params(&self.url, videoio::CAP_FFMPEG, &params)
-            .map_err(|e| SourceError::Lost(format!("cannot open {}: {e}", self.url)))?;
+            .map_err(|e| SourceError::Lost(lost(&format!("cannot open {}: {e}", self.shown))))?;
         if !cap.is_opened().unwrap_or(false) {
             return Err(SourceError::Lost(format!(
                 "cannot open {} (unreachable, missing or not a video)",
-                self.url
+                self.shown
             )));
         }
         self.cap = Some(cap);
@@ -72,12 +80,12 @@ impl FrameSource for CaptureSource {
         let mut image = Mat::default();
         let ok = cap
             .read(&mut image)
-            .map_err(|e| SourceError::Lost(format!("read from {}: {e}", self.url)))?;
+            .map_err(|e| SourceError::Lost(lost(&format!("read from {}: {e}", self.shown))))?;
         if !ok || image.empty() {
             if self.live {
                 return Err(SourceError::Lost(format!(
                     "{} stopped sending frames",
-                    self.url
+                    self.shown
                 )));
             }
             return Ok(None);
@@ -103,5 +111,19 @@ impl FrameSource for CaptureSource {
     fn fps(&self) -> Option<f64> {
         let fps = self.cap.as_ref()?.get(videoio::CAP_PROP_FPS).ok()?;
         (fps.is_finite() && fps > 0.0 && fps < 1000.0).then_some(fps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtsp_credentials_are_not_in_errors() {
+        // Nothing listens on port 9 of loopback: the open fails at once, as at every reconnect.
+        let mut src = CaptureSource::new("rtsp://admin:Gate-Secret-42@127.0.0.1:9/s1".into(), true);
+        let err = src.open().unwrap_err().to_string();
+        assert!(!err.contains("Gate-Secret-42"), "{err}");
+        assert!(err.contains("rtsp://admin:***@127.0.0.1:9/s1"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use super::config::YardConfig;
 use super::engine::{Emitted, PassageInput, SetVehicle, Yard};
 use super::store::{Stored, StoredEvent, YardStore};
 use super::{Occupancy, YARD_SCHEMA};
+use crate::commands::{optional_str, optional_u64};
 use crate::delivery::Delivery;
 use crate::event::{format_ts, EventFactory};
 use crate::plate::grammar::normalise;
@@ -101,7 +102,7 @@ impl YardService {
     /// Runs `yard_set`, `yard_remove` or `yard_list`.
     pub fn command(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
-        let yard = match req.get("yard").and_then(Value::as_str) {
+        let yard = match optional_str(req, "yard")? {
             Some(y) if self.units.contains_key(y) => y.to_owned(),
             Some(y) => {
                 return Err(format!(
@@ -143,10 +144,8 @@ impl YardService {
                 self.change_checked(&yard, |y| y.remove(plate, id, now))
             }
             "yard_list" => {
-                let offset = req.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let limit = req
-                    .get("limit")
-                    .and_then(Value::as_u64)
+                let offset = optional_u64(req, "offset")?.unwrap_or(0) as usize;
+                let limit = optional_u64(req, "limit")?
                     .map_or(LIST_PAGE_MAX, |l| (l as usize).min(LIST_PAGE_MAX));
                 let u = self.units[&yard].lock().expect("yard lock");
                 let list = u.yard.state.inside_list();
@@ -317,4 +316,62 @@ fn parse_inside(v: &Value) -> Result<Vec<SetVehicle>, String> {
             )),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{FullPolicy, Outbox, OutboxOptions};
+
+    fn one_yard(dir: &Path) -> Arc<YardService> {
+        let outbox = Outbox::open(OutboxOptions {
+            dir: dir.join("outbox"),
+            max_bytes: 1 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 64 << 10,
+        })
+        .unwrap();
+        let delivery = Delivery::new(outbox);
+        let events = Arc::new(EventFactory::new("s".into(), "d".into(), delivery.clone()));
+        let yard = YardConfig {
+            id: "yard-a".into(),
+            name: String::new(),
+            capacity: 10,
+            overstay_after_h: None,
+            match_confusions: Vec::new(),
+        };
+        YardService::open(&[yard], dir, events, delivery).unwrap()
+    }
+
+    #[test]
+    fn wrongly_typed_fields_are_refused_not_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = one_yard(dir.path());
+        let req = |v: Value| v.as_object().unwrap().clone();
+        // With one yard an absent "yard" means that yard; a number is not absent.
+        let err = svc
+            .command("yard_set", &req(json!({"id": 1, "yard": 5, "occupied": 3})))
+            .unwrap_err();
+        assert!(err.starts_with("yard must be a string"), "{err}");
+        assert_eq!(
+            svc.occupancy("yard-a").unwrap().occupied,
+            0,
+            "nothing applied"
+        );
+        let err = svc
+            .command("yard_list", &req(json!({"id": 2, "limit": "10"})))
+            .unwrap_err();
+        assert!(err.starts_with("limit must be a whole number"), "{err}");
+        let err = svc
+            .command("yard_list", &req(json!({"id": 3, "offset": -5})))
+            .unwrap_err();
+        assert!(err.starts_with("offset must be a whole number"), "{err}");
+        // Absent and null still mean "not given".
+        svc.command(
+            "yard_set",
+            &req(json!({"id": 4, "yard": null, "occupied": 3})),
+        )
+        .unwrap();
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 3);
+    }
 }

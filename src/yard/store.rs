@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::engine::{Emitted, YardState};
 use super::YardEvent;
 use crate::event::format_ts;
+use crate::state_dir;
 
 /// File format version.
 const VERSION: u32 = 1;
@@ -75,9 +76,11 @@ pub struct YardStore {
 }
 
 impl YardStore {
-    /// The store of yard `id` under `dir` (created if missing).
+    /// The store of yard `id` under `dir` (created if missing, readable by gatewatch's user only:
+    /// it lists the plates inside).
     pub fn open(dir: &Path, id: &str) -> Result<YardStore> {
-        std::fs::create_dir_all(dir)
+        state_dir::create_private_dir(dir)
+            .and_then(|()| state_dir::make_private(dir))
             .with_context(|| format!("cannot create the yard state directory {}", dir.display()))?;
         Ok(YardStore {
             path: dir.join(format!("{id}.json")),
@@ -121,7 +124,7 @@ impl YardStore {
     pub fn save(&self, stored: &Stored) -> Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = state_dir::create_private_file(&tmp)?;
             f.write_all(&serde_json::to_vec(stored).expect("yard state serialises"))?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)?;
@@ -153,6 +156,21 @@ mod tests {
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), s);
         assert!(!store.path().with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn the_yard_list_is_readable_by_gatewatch_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let yard_dir = dir.path().join("yard");
+        // A directory an older version created 0755 is made private too.
+        std::fs::create_dir(&yard_dir).unwrap();
+        std::fs::set_permissions(&yard_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = YardStore::open(&yard_dir, "a").unwrap();
+        store.save(&store.load().unwrap()).unwrap();
+        assert_eq!(mode(&yard_dir), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
     }
 
     #[test]

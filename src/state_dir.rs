@@ -1,0 +1,71 @@
+//! Permissions of what gatewatch keeps on disk. Plates, QR payloads and yard lists are personal
+//! data: directories gatewatch creates are 0700 and files 0600, so only gatewatch's user reads
+//! them, whatever the umask (it was 0644 files in 0755 folders).
+
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Mode of directories gatewatch creates.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of files gatewatch creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and any missing parents with [`DIR_MODE`]; an existing directory is left as it
+/// is (see [`open_to_others`]).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Creates (or truncates) a file with [`FILE_MODE`]; a file that already existed with another
+/// mode gets [`FILE_MODE`] too.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    f.set_permissions(Permissions::from_mode(FILE_MODE))?;
+    Ok(f)
+}
+
+/// The permission bits of `path` when users other than its owner may read or enter it.
+pub fn open_to_others(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Gives a directory that is gatewatch's own (not the operator's `state_dir`) [`DIR_MODE`], e.g.
+/// one an older version created 0755.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    if open_to_others(path).is_some() {
+        std::fs::set_permissions(path, Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_directories_and_files_are_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("state/yard");
+        create_private_dir(&nested).unwrap();
+        for d in [dir.path().join("state"), nested.clone()] {
+            assert_eq!(open_to_others(&d), None, "{}", d.display());
+        }
+        let file = nested.join("a.json");
+        std::fs::write(&file, b"old").unwrap();
+        std::fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
+        create_private_file(&file).unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+    }
+}
