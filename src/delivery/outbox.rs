@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -114,7 +115,10 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (creating) the outbox, recovering undelivered records from disk.
     pub fn open(opts: OutboxOptions) -> Result<Outbox> {
-        std::fs::create_dir_all(&opts.dir)
+        // Events hold plates and QR payloads: the outbox is gatewatch's user's only (0700 folder,
+        // 0600 files), and one an older version made 0755 is tightened.
+        crate::state_dir::create_private_dir(&opts.dir)
+            .and_then(|()| crate::state_dir::make_private(&opts.dir))
             .with_context(|| format!("cannot create outbox directory {}", opts.dir.display()))?;
         let (acked, dropped) = read_cursor(&opts.dir.join("cursor"))?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&opts.dir)?
@@ -290,7 +294,11 @@ impl Outbox {
         };
         if need_new {
             let path = self.opts.dir.join(format!("seg-{:020}.log", r.seq));
-            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(crate::state_dir::FILE_MODE)
+                .open(&path)?;
             sync_dir(&self.opts.dir)?;
             self.writer = Some(f);
             self.segments.push_back(Segment {
@@ -406,7 +414,7 @@ impl Outbox {
     fn write_cursor(&mut self) -> Result<()> {
         let path = self.opts.dir.join("cursor");
         let tmp = self.opts.dir.join("cursor.tmp");
-        let mut f = File::create(&tmp)?;
+        let mut f = crate::state_dir::create_private_file(&tmp)?;
         writeln!(
             f,
             "{} {}",

@@ -21,6 +21,31 @@ fn push(ob: &mut Outbox, n: usize) -> Vec<u64> {
 }
 
 #[test]
+fn the_outbox_is_readable_by_gatewatch_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    // An outbox folder an older version left open to everyone.
+    std::fs::create_dir(&outbox).unwrap();
+    std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut ob = Outbox::open(opts(&outbox, 1 << 20, FullPolicy::DropOldest)).unwrap();
+    push(&mut ob, 5);
+    let r = ob.next_unsent().unwrap();
+    ob.acknowledge(r.seq);
+    ob.checkpoint().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&outbox), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.iter().any(|p| p.ends_with("cursor")), "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}
+
+#[test]
 fn undelivered_events_survive_restart_in_order_and_seq_continues() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob = Outbox::open(opts(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
