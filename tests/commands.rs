@@ -161,3 +161,66 @@ fn commands_status_and_last_will_over_mqtt5() {
     broker.stop();
     assert!(broker.log().contains("as gatewatch-test-box1 (p5"));
 }
+
+#[test]
+fn retained_commands_are_never_run() {
+    for protocol in ["3.1.1", "5"] {
+        let broker = Broker::start();
+        let sub = Subscriber::start(broker.port, "gatewatch/#");
+        // A hub left commands behind with the retain flag before the box started.
+        let hub = Publisher::new(broker.port);
+        hub.send_retained("ping", r#"{"id":"stale"}"#);
+        hub.send_retained("reload_config", r#"{"id":"stale-reload"}"#);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(dir.path(), broker.port, "folder:/nonexistent", "");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("[mqtt]", &format!("[mqtt]\nprotocol = \"{protocol}\""));
+        std::fs::write(&cfg, text).unwrap();
+        let mut gw = run_in_background(&cfg);
+        wait_online(&sub);
+        // Once a fresh command is answered the subscription is live, and the broker sent the
+        // retained ones (if it sends them) before it.
+        let mut answered = false;
+        for n in 0..15 {
+            let id = format!("fresh-{n}");
+            hub.send("ping", format!(r#"{{"id":"{id}"}}"#));
+            answered = sub.wait_until(Duration::from_secs(2), |m| {
+                m.iter()
+                    .any(|m| m.topic.ends_with("/cmd/ping/reply") && m.payload["id"] == id.as_str())
+            });
+            if answered {
+                break;
+            }
+        }
+        assert!(answered, "{protocol}: a fresh command was never answered");
+        hub.send("status", r#"{"id":"st"}"#);
+        let status = reply(&sub, "status", "st");
+        let replies: Vec<_> = sub
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic.ends_with("/reply"))
+            .map(|m| m.payload["id"].clone())
+            .collect();
+        assert!(
+            !replies
+                .iter()
+                .any(|id| id == "stale" || id == "stale-reload"),
+            "{protocol}: a retained command ran: {replies:?}"
+        );
+        assert!(
+            gw.try_wait().unwrap().is_none(),
+            "{protocol}: the box stopped"
+        );
+        assert_valid("status.v1.json", &status["result"]);
+        let ignored = status["result"]["commands"]["retained_ignored"].as_u64();
+        // MQTT 3.1.1 cannot ask the broker to hold retained messages back: the box drops them.
+        // MQTT 5 subscribes with "retain handling: never", so the broker does not send them.
+        let want = if protocol == "5" { 0 } else { 2 };
+        assert_eq!(ignored, Some(want), "{protocol}: {status}");
+        gw.kill().unwrap();
+        gw.wait().unwrap();
+    }
+}

@@ -137,6 +137,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 "uptime_s": started.elapsed().as_secs(),
                 "cameras": cams,
                 "outbox": delivery.status_fields(),
+                "commands": {
+                    "retained_ignored": delivery.link_stats().retained_commands.load(std::sync::atomic::Ordering::Relaxed),
+                },
             })
         })
     };

@@ -14,7 +14,12 @@ pub enum LinkEvent {
     /// Connected; `code` is the broker's return code, for the log.
     ConnAck { code: String },
     /// A message on a subscribed topic.
-    Publish { topic: String, payload: Vec<u8> },
+    /// `retained`: the broker kept it and sent it because we subscribed (not a new message).
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        retained: bool,
+    },
     /// The client wrote the oldest QoS 1 publish it was given, with packet id `pkid`.
     Written { pkid: u16 },
     /// The broker acknowledged the QoS 1 publish `pkid`. With MQTT 5 it may refuse it: `refused`
@@ -110,9 +115,15 @@ impl LinkClient for Client {
             Client::V4(c) => c
                 .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
                 .map_err(|e| e.to_string()),
-            Client::V5(c) => c
-                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .map_err(|e| e.to_string()),
+            Client::V5(c) => {
+                use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule};
+                // Retained messages on a command topic are never commands (a hub must not
+                // leave a command behind to run at every reconnect): MQTT 5 lets the broker
+                // keep them to itself, which also keeps an oversized one off the connection.
+                let mut f = Filter::new(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+                f.retain_forward_rule = RetainForwardRule::Never;
+                c.try_subscribe_many([f]).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -217,6 +228,7 @@ fn v4_event(ev: rumqttc::Event) -> LinkEvent {
             code: format!("{:?}", a.code),
         },
         Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
+            retained: p.retain,
             topic: p.topic,
             payload: p.payload.to_vec(),
         },
@@ -239,6 +251,7 @@ fn v5_event(ev: rumqttc::v5::Event) -> LinkEvent {
             code: format!("{:?}", a.code),
         },
         Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
+            retained: p.retain,
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
         },

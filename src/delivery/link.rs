@@ -36,6 +36,8 @@ pub struct LinkStats {
     pub refused: AtomicU64,
     /// Events sent again because their connection was lost before the PUBACK.
     pub requeued: AtomicU64,
+    /// Retained messages on command topics, ignored.
+    pub retained_commands: AtomicU64,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
 }
@@ -391,13 +393,25 @@ async fn poll(mut events: impl LinkEvents, parts: PollParts<impl LinkClient>) {
                     }
                 }
             }
-            LinkEvent::Publish { topic, payload } => {
+            LinkEvent::Publish {
+                topic,
+                payload,
+                retained,
+            } => {
                 let (Some(handler), Some(name)) =
                     (commands.clone(), topic.strip_prefix(&cmd_prefix))
                 else {
                     continue;
                 };
                 if name.is_empty() || name.contains('/') {
+                    continue;
+                }
+                if retained {
+                    // A retained command would run again at every reconnect (a retained
+                    // `reload_config` restarted the box forever). MQTT 5 subscriptions ask the
+                    // broker not to send them; MQTT 3.1.1 cannot, so they are dropped here.
+                    let n = link.retained_commands.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(%topic, ignored = n, "retained message on a command topic ignored: commands must be sent without the retain flag (clear it on the broker with an empty retained message)");
                     continue;
                 }
                 let (name, control) = (name.to_owned(), control.clone());

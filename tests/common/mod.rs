@@ -366,9 +366,16 @@ impl Publisher {
         Publisher { client }
     }
     pub fn send(&self, name: &str, payload: impl Into<Vec<u8>>) {
+        self.publish(name, payload, false);
+    }
+    /// Sends a command with the retain flag: the broker keeps it for every later subscriber.
+    pub fn send_retained(&self, name: &str, payload: impl Into<Vec<u8>>) {
+        self.publish(name, payload, true);
+    }
+    fn publish(&self, name: &str, payload: impl Into<Vec<u8>>, retain: bool) {
         let topic = format!("gatewatch/test/box1/cmd/{name}");
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
             .unwrap();
     }
 }
