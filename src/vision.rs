@@ -254,6 +254,30 @@ pub fn read_image(path: &std::path::Path) -> Result<Mat> {
     decode_image(&bytes).with_context(|| format!("decode {} ({len} bytes)", path.display()))
 }
 
+/// A PNG that declares `width` x `height` but holds no pixels (an empty compressed stream):
+/// what an attacker sends, a few dozen bytes for any size. For tests of the size limits.
+#[doc(hidden)]
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        let body = [kind, data].concat();
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    };
+    // 8-bit RGB, deflate, no filter, no interlace.
+    let ihdr = [
+        &width.to_be_bytes()[..],
+        &height.to_be_bytes(),
+        &[8, 2, 0, 0, 0],
+    ]
+    .concat();
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    png
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,29 +320,6 @@ mod tests {
     fn corrupt_bytes_are_an_error_not_a_panic() {
         assert!(decode_image(b"\xff\xd8\xff\xe0 truncated jpeg").is_err());
         assert!(decode_image(&[]).is_err());
-    }
-
-    /// A PNG that declares `width` x `height` but holds no pixels (an empty compressed stream):
-    /// what an attacker sends, a few dozen bytes for any size.
-    pub(crate) fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut chunk = |kind: &[u8], data: &[u8]| {
-            let body = [kind, data].concat();
-            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            png.extend_from_slice(&body);
-            png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-        };
-        // 8-bit RGB, deflate, no filter, no interlace.
-        let ihdr = [
-            &width.to_be_bytes()[..],
-            &height.to_be_bytes(),
-            &[8, 2, 0, 0, 0],
-        ]
-        .concat();
-        chunk(b"IHDR", &ihdr);
-        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-        chunk(b"IEND", &[]);
-        png
     }
 
     #[test]

@@ -197,7 +197,11 @@ fn oversized_images_are_skipped_with_a_clear_error_and_the_camera_keeps_going() 
     write_plain_png(&frames.join("a-good.png"), 64, 48);
     // Issue 13: a 1x30000 strip (a real PNG of a few hundred bytes) and a 20000x20000 header.
     write_plain_png(&frames.join("b-strip.png"), 1, 30_000);
-    std::fs::write(frames.join("c-huge.png"), png_header_only(20_000, 20_000)).unwrap();
+    std::fs::write(
+        frames.join("c-huge.png"),
+        gatewatch::vision::png_header_only(20_000, 20_000),
+    )
+    .unwrap();
     let url = format!("folder:{}", frames.display());
     let cfg = write_config(dir.path(), broker.port, &url, "fps = 5.0");
     let log_path = dir.path().join("gatewatch.log");

@@ -457,27 +457,6 @@ pub fn run_to_end(cfg: &Path) -> String {
     log
 }
 
-/// A PNG that declares `width` x `height` but holds no pixels: a few dozen bytes for any size.
-pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        let body = [kind, data].concat();
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        png.extend_from_slice(&body);
-        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    };
-    let ihdr = [
-        &width.to_be_bytes()[..],
-        &height.to_be_bytes(),
-        &[8, 2, 0, 0, 0],
-    ]
-    .concat();
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    png
-}
-
 /// Writes a plain grey `width` x `height` PNG.
 pub fn write_plain_png(path: &Path, width: u32, height: u32) {
     image::RgbImage::from_pixel(width, height, image::Rgb([90, 90, 90]))
