@@ -79,13 +79,15 @@ impl YardService {
 
     /// A vehicle passed a yard gate.
     pub fn passage(&self, yard: &str, p: PassageInput) {
-        self.change(yard, |y| Ok(y.passage(p)));
+        // A storage failure is logged by `change`; the passage is lost to the yard.
+        let _ = self.change(yard, |y| Ok(y.passage(p)));
     }
 
     /// Overstay checks; call periodically.
     pub fn tick(&self, now: DateTime<Utc>) {
         for id in self.units.keys() {
-            self.change(id, |y| Ok(y.tick(now)));
+            // Logged by `change`; the next tick tries again.
+            let _ = self.change(id, |y| Ok(y.tick(now)));
         }
     }
 
@@ -177,33 +179,29 @@ impl YardService {
         yard: &str,
         f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
     ) -> Result<Value, String> {
-        let mut err = None;
-        let events = self.change(yard, |y| f(y).inspect_err(|e| err = Some(e.clone())));
-        match err {
-            Some(e) => Err(e),
-            None => Ok(
-                json!({"events": events.iter().map(|e| json!({"event_id": e.event_id, "kind": e.body.kind})).collect::<Vec<_>>(),
-                              "occupancy": self.occupancy(yard)}),
-            ),
-        }
+        let events = self.change(yard, f)?;
+        Ok(
+            json!({"events": events.iter().map(|e| json!({"event_id": e.event_id, "kind": e.body.kind})).collect::<Vec<_>>(),
+                          "occupancy": self.occupancy(yard)}),
+        )
     }
 
-    /// Decides, stores state and events on disk, then hands the events to the outbox.
+    /// Decides, stores state and events on disk, then hands the events to the outbox. An error is
+    /// the decision's refusal, or the storage failure that undid the change: nothing changed.
     fn change(
         &self,
         yard: &str,
         f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
-    ) -> Vec<Emitted> {
+    ) -> Result<Vec<Emitted>, String> {
         let Some(unit) = self.units.get(yard) else {
             tracing::error!(yard, "passage for an unknown yard ignored");
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut u = unit.lock().expect("yard lock");
         let before = u.yard.state.clone();
-        let events = match f(&mut u.yard) {
-            Ok(e) if e.is_empty() => return e,
-            Ok(e) => e,
-            Err(_) => return Vec::new(),
+        let events = match f(&mut u.yard)? {
+            e if e.is_empty() => return Ok(e),
+            e => e,
         };
         u.stored.state = u.yard.state.clone();
         u.stored
@@ -211,12 +209,16 @@ impl YardService {
             .extend(events.iter().map(StoredEvent::from));
         if let Err(e) = u.store.save(&u.stored) {
             // Not durable: undo, so memory never runs ahead of what a restart would find.
-            tracing::error!(yard, error = %format!("{e:#}"), "yard state not saved; change undone");
+            let error = format!("{e:#}");
+            tracing::error!(yard, error = %error, "yard state not saved; change undone");
             u.yard.state = before.clone();
             u.stored.state = before;
             let keep = u.stored.pending.len() - events.len();
             u.stored.pending.truncate(keep);
-            return Vec::new();
+            return Err(format!(
+                "the change was not stored, so it was not applied ({error}); the yard is as it \
+                 was: free space or fix the state directory, then send the command again"
+            ));
         }
         for e in &events {
             tracing::info!(yard, kind = ?e.body.kind, plate = ?e.body.plate, occupied = e.body.occupied, "yard event");
@@ -225,7 +227,7 @@ impl YardService {
             tracing::error!(yard, error = %format!("{e:#}"), "yard events kept on disk, to be sent later");
         }
         self.publish_occupancy(&u);
-        events
+        Ok(events)
     }
 
     /// Moves the pending events into the outbox (oldest first) and records that on disk.
@@ -341,6 +343,41 @@ mod tests {
             match_confusions: Vec::new(),
         };
         YardService::open(&[yard], dir, events, delivery).unwrap()
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_stored_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = one_yard(dir.path());
+        let req = |v: Value| v.as_object().unwrap().clone();
+        svc.command("yard_set", &req(json!({"id": 1, "inside": ["51A12345"]})))
+            .unwrap();
+        let file = dir.path().join("yard/yard-a.json");
+        let stored = std::fs::read(&file).unwrap();
+        // The save's temporary file cannot be created: a directory is in its way (the same
+        // failure as a full disk for the service, and deterministic, also as root).
+        let tmp = dir.path().join("yard/yard-a.json.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let err = svc
+            .command("yard_set", &req(json!({"id": 2, "occupied": 5})))
+            .unwrap_err();
+        assert!(
+            err.contains("not stored") && err.contains("cannot write yard state"),
+            "{err}"
+        );
+        let err = svc
+            .command("yard_remove", &req(json!({"id": 3, "plate": "51A12345"})))
+            .unwrap_err();
+        assert!(err.contains("not stored"), "{err}");
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 1, "unchanged");
+        let listed = svc.command("yard_list", &req(json!({"id": 4}))).unwrap();
+        assert_eq!(listed["inside"][0]["plate"], "51A12345");
+        assert_eq!(std::fs::read(&file).unwrap(), stored, "file unchanged");
+        // Once the storage works again, the same command succeeds.
+        std::fs::remove_dir(&tmp).unwrap();
+        svc.command("yard_remove", &req(json!({"id": 5, "plate": "51A12345"})))
+            .unwrap();
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 0);
     }
 
     #[test]
