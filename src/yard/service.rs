@@ -30,13 +30,17 @@ struct Unit {
 /// All configured yards.
 pub struct YardService {
     units: BTreeMap<String, Mutex<Unit>>,
+    /// Yards whose state could not be loaded (unreadable or inconsistent file), with the reason:
+    /// out of service (their commands answer the reason) while the others and the cameras go on.
+    refused: BTreeMap<String, String>,
     events: Arc<EventFactory>,
     delivery: Arc<Delivery>,
 }
 
 impl YardService {
     /// Loads every yard's state from `<state_dir>/yard/`, sends events a crash left unsent and
-    /// publishes each yard's occupancy.
+    /// publishes each yard's occupancy. A yard whose state cannot be loaded is refused (logged as
+    /// an error, out of service) without keeping the other yards or the cameras down.
     pub fn open(
         yards: &[YardConfig],
         state_dir: &Path,
@@ -45,9 +49,21 @@ impl YardService {
     ) -> Result<Arc<YardService>> {
         let dir = state_dir.join("yard");
         let mut units = BTreeMap::new();
+        let mut refused = BTreeMap::new();
         for y in yards {
-            let store = YardStore::open(&dir, &y.id)?;
-            let stored = store.load()?;
+            let loaded = YardStore::open(&dir, &y.id).and_then(|store| {
+                let stored = store.load()?;
+                Ok((store, stored))
+            });
+            let (store, stored) = match loaded {
+                Ok(l) => l,
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    tracing::error!(yard = %y.id, error = %error, "yard out of service: its state cannot be loaded; the other yards and the cameras go on");
+                    refused.insert(y.id.clone(), error);
+                    continue;
+                }
+            };
             let yard = Yard::new(y.rules(), stored.state.clone());
             tracing::info!(yard = %y.id, occupied = yard.state.occupied(), capacity = y.capacity, pending = stored.pending.len(), "yard state loaded");
             let unit = Unit {
@@ -60,6 +76,7 @@ impl YardService {
         }
         let svc = Arc::new(YardService {
             units,
+            refused,
             events,
             delivery,
         });
@@ -72,9 +89,26 @@ impl YardService {
         Ok(svc)
     }
 
-    /// Yard ids.
+    /// Ids of the configured yards, also those out of service.
     pub fn ids(&self) -> Vec<String> {
-        self.units.keys().cloned().collect()
+        let mut ids: Vec<String> = self
+            .units
+            .keys()
+            .chain(self.refused.keys())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Why a yard is out of service, if it is.
+    pub fn refused(&self, yard: &str) -> Option<&str> {
+        self.refused.get(yard).map(String::as_str)
+    }
+
+    fn out_of_service(&self, yard: &str) -> Option<String> {
+        self.refused(yard)
+            .map(|e| format!("yard {yard:?} is out of service: {e}"))
     }
 
     /// A vehicle passed a yard gate.
@@ -104,17 +138,16 @@ impl YardService {
     /// Runs `yard_set`, `yard_remove` or `yard_list`.
     pub fn command(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let ids = self.ids();
         let yard = match optional_str(req, "yard")? {
-            Some(y) if self.units.contains_key(y) => y.to_owned(),
-            Some(y) => {
-                return Err(format!(
-                    "unknown yard {y:?}; yards: {}",
-                    self.ids().join(", ")
-                ))
-            }
-            None if self.units.len() == 1 => self.ids().remove(0),
-            None => return Err(format!("give \"yard\": one of {}", self.ids().join(", "))),
+            Some(y) if ids.iter().any(|i| i == y) => y.to_owned(),
+            Some(y) => return Err(format!("unknown yard {y:?}; yards: {}", ids.join(", "))),
+            None if ids.len() == 1 => ids[0].clone(),
+            None => return Err(format!("give \"yard\": one of {}", ids.join(", "))),
         };
+        if let Some(e) = self.out_of_service(&yard) {
+            return Err(e);
+        }
         let now = Utc::now();
         match name {
             "yard_set" => {
@@ -194,6 +227,10 @@ impl YardService {
         f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
     ) -> Result<Vec<Emitted>, String> {
         let Some(unit) = self.units.get(yard) else {
+            if let Some(e) = self.out_of_service(yard) {
+                tracing::error!(yard, error = %e, "passage ignored");
+                return Err(e);
+            }
             tracing::error!(yard, "passage for an unknown yard ignored");
             return Ok(Vec::new());
         };
@@ -343,6 +380,83 @@ mod tests {
             match_confusions: Vec::new(),
         };
         YardService::open(&[yard], dir, events, delivery).unwrap()
+    }
+
+    #[test]
+    fn a_yard_with_a_broken_file_is_out_of_service_and_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let yard_dir = dir.path().join("yard");
+        std::fs::create_dir_all(&yard_dir).unwrap();
+        // The reported file: an unidentified count that wrapped the occupancy.
+        let bad = yard_dir.join("yard-b.json");
+        std::fs::write(
+            &bad,
+            r#"{"version":1,"state":{"inside":{},"unidentified":4294967295,"unpaired_exits":0,"full":false,"updated_at":null},"last_seq":3,"pending":[]}"#,
+        )
+        .unwrap();
+        let outbox = Outbox::open(OutboxOptions {
+            dir: dir.path().join("outbox"),
+            max_bytes: 1 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 64 << 10,
+        })
+        .unwrap();
+        let delivery = Delivery::new(outbox);
+        let events = Arc::new(EventFactory::new("s".into(), "d".into(), delivery.clone()));
+        let yard = |id: &str| YardConfig {
+            id: id.into(),
+            name: String::new(),
+            capacity: 10,
+            overstay_after_h: None,
+            match_confusions: Vec::new(),
+        };
+        let svc = YardService::open(
+            &[yard("yard-a"), yard("yard-b")],
+            dir.path(),
+            events,
+            delivery,
+        )
+        .unwrap();
+        assert_eq!(svc.ids(), ["yard-a", "yard-b"]);
+        assert!(svc.occupancy("yard-b").is_none(), "nothing published");
+        let req = |v: Value| v.as_object().unwrap().clone();
+        for (name, r) in [
+            ("yard_list", json!({"id": 1, "yard": "yard-b"})),
+            (
+                "yard_set",
+                json!({"id": 2, "yard": "yard-b", "occupied": 1}),
+            ),
+        ] {
+            let err = svc.command(name, &req(r)).unwrap_err();
+            assert!(
+                err.contains("out of service")
+                    && err.contains(&bad.display().to_string())
+                    && err.contains("unidentified = 4294967295"),
+                "{err}"
+            );
+        }
+        svc.passage(
+            "yard-b",
+            PassageInput {
+                plate: Some("51A12345".into()),
+                direction: super::super::engine::Direction::Entry,
+                camera: "c".into(),
+                lane: "l".into(),
+                at: Utc::now(),
+            },
+        );
+        assert!(
+            std::fs::read_to_string(&bad)
+                .unwrap()
+                .contains("4294967295"),
+            "left as it is"
+        );
+        svc.command(
+            "yard_set",
+            &req(json!({"id": 3, "yard": "yard-a", "occupied": 2})),
+        )
+        .unwrap();
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 2);
     }
 
     #[test]
