@@ -5,7 +5,7 @@
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Mode of directories gatewatch creates.
 pub const DIR_MODE: u32 = 0o700;
@@ -49,6 +49,57 @@ pub fn make_private(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Name of the lock file in `state_dir`.
+pub const LOCK_FILE: &str = "gatewatch.lock";
+
+/// An exclusive lock on a `state_dir`, held while the value lives (the kernel releases it when
+/// the process ends, however it ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Why a `state_dir` could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "state_dir {} is in use by another gatewatch (it holds the lock {}): two processes on one \
+         state_dir would store the same event seqs twice; stop the other one or give this one its \
+         own state_dir",
+        .dir.display(),
+        .lock.display()
+    )]
+    Held { dir: PathBuf, lock: PathBuf },
+    #[error("cannot lock state_dir {}: {source}", .dir.display())]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// Takes the exclusive advisory lock (`flock`) on `state_dir`'s lock file, or fails at once when
+/// another process holds it. The outbox and the yard files are written by one process only.
+pub fn lock(state_dir: &Path) -> Result<StateLock, LockError> {
+    let path = state_dir.join(LOCK_FILE);
+    let io_err = |source| LockError::Io {
+        dir: state_dir.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+            dir: state_dir.to_owned(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +118,18 @@ mod tests {
         create_private_file(&file).unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
+    }
+
+    #[test]
+    fn a_state_dir_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let err = lock(dir.path()).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(msg.contains("another gatewatch"), "{msg}");
+        drop(held);
+        lock(dir.path()).unwrap();
     }
 }

@@ -329,3 +329,59 @@ fn restarts_during_a_fast_stream_lose_nothing(protocol: &str) {
         broker.log()
     );
 }
+
+/// Waits (up to 60 s) for a process that must refuse to start; returns its log.
+fn refused(mut cmd: std::process::Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the second gatewatch did not refuse the state_dir in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "the second gatewatch ran: {err}");
+    err
+}
+
+#[test]
+fn a_second_gatewatch_on_the_same_state_dir_refuses_to_start() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/test/box1/events/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bench_config(dir.path(), broker.port, "");
+    // The first one runs for a long while, slowly.
+    let _first = Running(bench(&cfg, 100_000, 20.0));
+    assert!(
+        sub.wait_until(Duration::from_secs(30), |m| !m.is_empty()),
+        "the first gatewatch did not deliver"
+    );
+    let expected = format!(
+        "state_dir {} is in use by another gatewatch",
+        dir.path().join("state").display()
+    );
+    let mut second_bench = gatewatch();
+    second_bench
+        .args(["bench", "delivery", "--events", "10", "--config"])
+        .arg(&cfg);
+    let err = refused(second_bench);
+    assert!(err.contains(&expected), "{err}");
+    let mut second_run = gatewatch();
+    second_run.args(["run", "--config"]).arg(&cfg);
+    let err = refused(second_run);
+    assert!(err.contains(&expected), "{err}");
+    // Nothing of the second ones reached the broker: no seq twice.
+    let (_, dups) = seqs(&sub.messages.lock().unwrap().clone());
+    assert_eq!(dups, 0);
+}

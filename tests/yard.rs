@@ -318,3 +318,95 @@ fn a_vehicle_whose_plate_cannot_be_read_still_counts() {
 fn plates_of(sub: &Subscriber) -> Vec<String> {
     plates(&sub.on("/events/plate"))
 }
+
+/// Two yards, each with disabled lanes, and a looping camera outside the yards.
+fn two_yards_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let url = demo_frames(dir, 1);
+    let lane = |id: &str, lane: &str, yard: &str, role: &str| {
+        format!("[[camera]]\nid = \"{id}\"\nlane = \"{lane}\"\nurl = \"folder:/nonexistent\"\nenabled = false\n[camera.yard]\nid = \"{yard}\"\nrole = \"{role}\"\n")
+    };
+    let text = format!(
+        "site = \"test\"\ndevice = \"box1\"\nstate_dir = \"{}\"\n[mqtt]\nhost = \"127.0.0.1\"\ntransport = \"tcp\"\nport = {port}\n[plates]\nconfirm_frames = 3\nlost_after_s = 1.0\n[[yard]]\nid = \"yard-a\"\ncapacity = 5\n[[yard]]\nid = \"yard-b\"\ncapacity = 5\n[[camera]]\nid = \"cam1\"\nlane = \"in-1\"\nurl = \"{url}\"\nfps = 5.0\n{}{}{}{}",
+        dir.join("state").display(),
+        lane("a-in", "a-in", "yard-a", "entry"),
+        lane("a-out", "a-out", "yard-a", "exit"),
+        lane("b-in", "b-in", "yard-b", "entry"),
+        lane("b-out", "b-out", "yard-b", "exit"),
+    );
+    let path = dir.join("gatewatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_corrupt_yard_file_takes_out_that_yard_only_and_unstored_changes_are_errors() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let hub = Publisher::new(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = two_yards_config(dir.path(), broker.port);
+    let yard_dir = dir.path().join("state/yard");
+    std::fs::create_dir_all(&yard_dir).unwrap();
+    // The reported file: 4294967295 unidentified wrapped the occupancy to 1 and was published.
+    let bad = yard_dir.join("yard-b.json");
+    std::fs::write(
+        &bad,
+        r#"{"version":1,"state":{"inside":{"51A12345":{"entered_at":"2026-11-24T08:00:00.000Z","entry_lane":"b-in","entry_event_id":"019ab6d2-0000-7000-8000-000000000000"}},"unidentified":4294967295,"unpaired_exits":0,"full":false,"updated_at":"2026-11-24T08:00:00.000Z"},"last_seq":3,"pending":[]}"#,
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut box1 = run_logged(&cfg, &log);
+    wait_online(&sub);
+
+    // The box serves: status, the good yard, the camera.
+    hub.send("status", r#"{"id":"s1"}"#);
+    let r = reply(&sub, "status", "s1");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["result"]["cameras"]["cam1"].is_object(), "{r}");
+    hub.send("yard_list", r#"{"id":"l1","yard":"yard-a"}"#);
+    let r = reply(&sub, "yard_list", "l1");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["occupancy"]["occupied"], 0, "{r}");
+    // The broken yard answers why, naming the file and the invariant; nothing of it is published.
+    for (name, id, body) in [
+        ("yard_list", "l2", r#"{"id":"l2","yard":"yard-b"}"#),
+        (
+            "yard_set",
+            "b1",
+            r#"{"id":"b1","yard":"yard-b","occupied":1}"#,
+        ),
+    ] {
+        hub.send(name, body);
+        let r = reply(&sub, name, id);
+        assert_eq!(r["ok"], false, "{r}");
+        let err = r["error"].as_str().unwrap();
+        assert!(
+            err.contains(&bad.display().to_string()) && err.contains("unidentified = 4294967295"),
+            "{err}"
+        );
+    }
+    assert!(sub.on("/yard/yard-b/occupancy").is_empty());
+    assert!(sub.on("/yard/yard-a/occupancy").last().is_some());
+
+    // A yard change that cannot be stored is an error, and nothing changes.
+    hub.send("yard_set", r#"{"id":"a1","yard":"yard-a","occupied":2}"#);
+    assert_eq!(reply(&sub, "yard_set", "a1")["ok"], true);
+    let tmp = yard_dir.join("yard-a.json.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    hub.send("yard_set", r#"{"id":"a2","yard":"yard-a","occupied":4}"#);
+    let r = reply(&sub, "yard_set", "a2");
+    assert_eq!(r["ok"], false, "{r}");
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("not stored") && err.contains("yard-a.json"),
+        "{err}"
+    );
+    hub.send("yard_list", r#"{"id":"l3","yard":"yard-a"}"#);
+    assert_eq!(
+        reply(&sub, "yard_list", "l3")["result"]["occupancy"]["occupied"],
+        2
+    );
+    assert_eq!(box1.try_wait().unwrap(), None, "still running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("yard out of service"), "{text}");
+}

@@ -54,6 +54,10 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
     if *direct {
         return direct_baseline(&cfg, *n, *rate, *wait_s);
     }
+    // The same outbox as `run`: the same lock, held until the bench ends.
+    crate::state_dir::create_private_dir(&cfg.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
+    let _lock = crate::state_dir::lock(&cfg.state_dir)?;
     let outbox = Outbox::open(cfg.outbox_options()).context("cannot open the outbox")?;
     let recovered = outbox.recovered();
     let delivery = Delivery::new(outbox);

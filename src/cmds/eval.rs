@@ -111,7 +111,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             let mut reader = PlateReader::load(*set, &models::model_dir(None), None, opts)?;
             let total = samples.len();
             let progress = |i: usize, _: &eval::Outcome| {
-                if (i + 1) % 10 == 0 || i + 1 == total {
+                if (i + 1).is_multiple_of(10) || i + 1 == total {
                     eprint!("\reval: {}/{} images", i + 1, total);
                 }
             };

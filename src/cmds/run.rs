@@ -53,6 +53,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // The operator's directory: said, not changed (systemd's StateDirectoryMode sets it).
         tracing::warn!(state_dir = %cfg.state_dir.display(), mode = format!("{mode:o}"), "state_dir is open to other users, and holds plates and yard lists: chmod 700 it");
     }
+    // One gatewatch per state_dir, held until `run` returns: a second one would hand out the same
+    // seqs and overwrite the yard files.
+    let _lock = state_dir::lock(&cfg.state_dir)?;
     capture::configure_ffmpeg();
     let started = Instant::now();
     let model_dir = models::model_dir(cfg.models.dir.as_deref());

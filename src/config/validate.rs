@@ -297,7 +297,9 @@ impl Config {
                 );
             }
         }
-        if p.detector_max_side < 320 || p.detector_max_side > 4096 || p.detector_max_side % 32 != 0
+        if p.detector_max_side < 320
+            || p.detector_max_side > 4096
+            || !p.detector_max_side.is_multiple_of(32)
         {
             issue(
                 "plates.detector_max_side",
@@ -310,7 +312,7 @@ impl Config {
         if p.retry_max_side != 0
             && (p.retry_max_side <= p.detector_max_side
                 || p.retry_max_side > 4096
-                || p.retry_max_side % 32 != 0)
+                || !p.retry_max_side.is_multiple_of(32))
         {
             issue(
                 "plates.retry_max_side",

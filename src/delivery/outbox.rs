@@ -5,7 +5,14 @@
 //! - `seg-<first seq, 20 digits>.log`: append-only segments of records
 //!   `[u32 length][u32 crc32 of body][body]`, body = `[u64 seq][u16 topic length][topic][payload]`,
 //!   little-endian. Every append is synced before it returns.
-//! - `cursor`: `acked dropped` — every seq up to `acked` is delivered or dropped (counted).
+//! - `cursor`: `acked dropped last` — every seq up to `acked` is delivered or dropped (counted);
+//!   `last` is the highest seq handed out when it was written (absent in older cursors).
+//!
+//! The sequence must never repeat, so its high-water mark is kept where the loss of any one file
+//! cannot take it: in the cursor, and in the newest segment, which is never deleted even when
+//! fully delivered (its name and its records give the last seq). At open, seq continues from the
+//! highest of the two. When the cursor is lost, the records still in segments are sent again
+//! (same seq and event_id: a duplicate the subscriber recognises, never a reused number).
 //!
 //! A torn record at the end of the newest segment (power cut mid-write) is cut off on open. The
 //! outbox also assigns `seq` under the same lock as the append, so a number is never handed out
@@ -120,7 +127,7 @@ impl Outbox {
         crate::state_dir::create_private_dir(&opts.dir)
             .and_then(|()| crate::state_dir::make_private(&opts.dir))
             .with_context(|| format!("cannot create outbox directory {}", opts.dir.display()))?;
-        let (acked, dropped) = read_cursor(&opts.dir.join("cursor"))?;
+        let (acked, dropped, cursor_last) = read_cursor(&opts.dir.join("cursor"))?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&opts.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -143,13 +150,19 @@ impl Outbox {
             stats,
             recovered: 0,
         };
-        let mut last_seq = acked;
+        let mut last_seq = acked.max(cursor_last);
         let count = names.len();
         for (i, path) in names.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            // The name holds the first seq the segment was created for: everything below it was
+            // handed out, even when the segment is empty.
+            if let Some(first) = segment_first_seq(&path) {
+                last_seq = last_seq.max(first.saturating_sub(1));
+            }
             let (records, valid_len) = read_segment(&path)?;
             let file_len = std::fs::metadata(&path)?.len();
             if valid_len < file_len {
-                if i + 1 == count {
+                if newest {
                     tracing::warn!(segment = %path.display(), "outbox: torn record at the end (power cut?) cut off");
                     OpenOptions::new()
                         .write(true)
@@ -162,13 +175,20 @@ impl Outbox {
                     );
                 }
             }
-            let Some(first) = records.first().map(|r| r.seq) else {
-                std::fs::remove_file(&path)?;
-                continue;
-            };
-            let last = records.last().map_or(first, |r| r.seq);
-            last_seq = last_seq.max(last);
-            if last <= acked {
+            let last = records.last().map(|r| r.seq);
+            if let Some(last) = last {
+                last_seq = last_seq.max(last);
+            }
+            // The newest segment stays, delivered or empty: it keeps the sequence's high-water
+            // mark should the cursor be lost, and new records are appended to it.
+            if newest {
+                ob.writer = Some(
+                    OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .with_context(|| format!("open {}", path.display()))?,
+                );
+            } else if last.is_none_or(|last| last <= acked) {
                 std::fs::remove_file(&path)?;
                 continue;
             }
@@ -177,7 +197,7 @@ impl Outbox {
                 ob.unsent.push_back(r);
             }
             ob.segments.push_back(Segment {
-                last_seq: last,
+                last_seq: last.unwrap_or(last_seq),
                 path,
                 bytes: valid_len,
             });
@@ -387,25 +407,20 @@ impl Outbox {
         };
     }
 
-    /// Persists the cursor and deletes fully delivered segments. Cheap to call often; it writes
-    /// only when the cursor moved.
+    /// Persists the cursor and deletes fully delivered segments, except the newest: it keeps the
+    /// sequence's high-water mark on disk next to the cursor. Cheap to call often; it writes only
+    /// when the cursor moved.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.acked == self.cursor_written {
             return Ok(());
         }
         self.write_cursor()?;
         while let Some(seg) = self.segments.front() {
-            let is_current = self.segments.len() == 1;
-            if seg.last_seq > self.acked
-                || (is_current && self.writer.is_some() && seg.bytes < self.opts.segment_bytes)
-            {
+            if seg.last_seq > self.acked || self.segments.len() == 1 {
                 break;
             }
             std::fs::remove_file(&seg.path)
                 .with_context(|| format!("remove {}", seg.path.display()))?;
-            if is_current {
-                self.writer = None;
-            }
             self.segments.pop_front();
         }
         Ok(())
@@ -417,9 +432,10 @@ impl Outbox {
         let mut f = crate::state_dir::create_private_file(&tmp)?;
         writeln!(
             f,
-            "{} {}",
+            "{} {} {}",
             self.acked,
-            self.stats.dropped.load(Ordering::Relaxed)
+            self.stats.dropped.load(Ordering::Relaxed),
+            self.last_seq()
         )?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -428,18 +444,30 @@ impl Outbox {
     }
 }
 
-fn read_cursor(path: &Path) -> Result<(u64, u64)> {
+/// `(acked, dropped, last seq handed out)`; an older cursor without the last seq gives `acked`.
+fn read_cursor(path: &Path) -> Result<(u64, u64, u64)> {
     match std::fs::read_to_string(path) {
         Ok(s) => {
             let mut it = s.split_whitespace().map(str::parse::<u64>);
-            match (it.next(), it.next()) {
-                (Some(Ok(a)), Some(Ok(d))) => Ok((a, d)),
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(a)), Some(Ok(d)), None) => Ok((a, d, a)),
+                (Some(Ok(a)), Some(Ok(d)), Some(Ok(l))) => Ok((a, d, l.max(a))),
                 _ => bail!("outbox cursor {} is corrupt ({s:?})", path.display()),
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0, 0)),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The first seq in a segment's name `seg-<seq>.log`.
+fn segment_first_seq(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// Reads the valid records of a segment and the length of its valid prefix.

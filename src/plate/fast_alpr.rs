@@ -141,7 +141,7 @@ impl CctRecogniser {
             return Ok(Vec::new());
         }
         ensure!(
-            views > 0 && crops.len() % views == 0,
+            views > 0 && crops.len().is_multiple_of(views),
             "{} crops do not split into groups of {views}",
             crops.len()
         );

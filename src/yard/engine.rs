@@ -107,7 +107,52 @@ pub struct SetVehicle {
     pub entered_at: Option<DateTime<Utc>>,
 }
 
+/// The most vehicles a yard's counts may hold (the limit of `yard_set`'s `occupied` as well): far
+/// beyond any real yard, far below where `u32` arithmetic would wrap.
+pub const MAX_VEHICLES: u32 = 1_000_000;
+
 impl YardState {
+    /// Checks the invariants every state built by [`YardState::apply`] keeps, for a state read
+    /// from disk: counts within [`MAX_VEHICLES`] (so occupancy cannot wrap), at most as many
+    /// probably-gone vehicles as listed ones, listed plates non-empty with valid entry times.
+    /// The error names the broken invariant.
+    pub fn check(&self) -> Result<(), String> {
+        let listed = self.inside.len() as u64;
+        let unidentified = u64::from(self.unidentified);
+        if unidentified > u64::from(MAX_VEHICLES) {
+            return Err(format!(
+                "unidentified = {unidentified} is beyond the most a yard can hold ({MAX_VEHICLES})"
+            ));
+        }
+        if listed + unidentified > u64::from(MAX_VEHICLES) {
+            return Err(format!(
+                "{listed} listed + {unidentified} unidentified vehicles is beyond the most a yard \
+                 can hold ({MAX_VEHICLES})"
+            ));
+        }
+        if u64::from(self.unpaired_exits) > listed {
+            return Err(format!(
+                "unpaired_exits = {} is more than the {listed} listed vehicles",
+                self.unpaired_exits
+            ));
+        }
+        for (plate, l) in &self.inside {
+            if plate.is_empty() {
+                return Err("a listed vehicle has an empty plate".into());
+            }
+            if parse_ts(&l.entered_at).is_none() {
+                return Err(format!(
+                    "listed vehicle {plate:?} has an invalid entered_at {:?}",
+                    l.entered_at
+                ));
+            }
+        }
+        if let Some(t) = self.updated_at.as_deref().filter(|t| parse_ts(t).is_none()) {
+            return Err(format!("updated_at {t:?} is not a valid time"));
+        }
+        Ok(())
+    }
+
     /// Vehicles inside.
     pub fn occupied(&self) -> u32 {
         (self.inside.len() as u32 + self.unidentified).saturating_sub(self.unpaired_exits)

@@ -351,6 +351,8 @@ proptest! {
                 prop_assert_eq!(e.body.free, 4u32.saturating_sub(e.body.occupied));
             }
             prop_assert!(y.state.unpaired_exits as usize <= y.state.inside.len());
+            // Every state the events build passes the check a state read from disk must pass.
+            prop_assert_eq!(y.state.check(), Ok(()));
             prop_assert_eq!(events.last().map_or(y.state.occupied(), |e| e.body.occupied), y.state.occupied());
             prop_assert_eq!(y.state.full, y.state.occupied() >= 4);
             log.extend(events);

@@ -30,13 +30,17 @@ struct Unit {
 /// All configured yards.
 pub struct YardService {
     units: BTreeMap<String, Mutex<Unit>>,
+    /// Yards whose state could not be loaded (unreadable or inconsistent file), with the reason:
+    /// out of service (their commands answer the reason) while the others and the cameras go on.
+    refused: BTreeMap<String, String>,
     events: Arc<EventFactory>,
     delivery: Arc<Delivery>,
 }
 
 impl YardService {
     /// Loads every yard's state from `<state_dir>/yard/`, sends events a crash left unsent and
-    /// publishes each yard's occupancy.
+    /// publishes each yard's occupancy. A yard whose state cannot be loaded is refused (logged as
+    /// an error, out of service) without keeping the other yards or the cameras down.
     pub fn open(
         yards: &[YardConfig],
         state_dir: &Path,
@@ -45,9 +49,21 @@ impl YardService {
     ) -> Result<Arc<YardService>> {
         let dir = state_dir.join("yard");
         let mut units = BTreeMap::new();
+        let mut refused = BTreeMap::new();
         for y in yards {
-            let store = YardStore::open(&dir, &y.id)?;
-            let stored = store.load()?;
+            let loaded = YardStore::open(&dir, &y.id).and_then(|store| {
+                let stored = store.load()?;
+                Ok((store, stored))
+            });
+            let (store, stored) = match loaded {
+                Ok(l) => l,
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    tracing::error!(yard = %y.id, error = %error, "yard out of service: its state cannot be loaded; the other yards and the cameras go on");
+                    refused.insert(y.id.clone(), error);
+                    continue;
+                }
+            };
             let yard = Yard::new(y.rules(), stored.state.clone());
             tracing::info!(yard = %y.id, occupied = yard.state.occupied(), capacity = y.capacity, pending = stored.pending.len(), "yard state loaded");
             let unit = Unit {
@@ -60,6 +76,7 @@ impl YardService {
         }
         let svc = Arc::new(YardService {
             units,
+            refused,
             events,
             delivery,
         });
@@ -72,20 +89,39 @@ impl YardService {
         Ok(svc)
     }
 
-    /// Yard ids.
+    /// Ids of the configured yards, also those out of service.
     pub fn ids(&self) -> Vec<String> {
-        self.units.keys().cloned().collect()
+        let mut ids: Vec<String> = self
+            .units
+            .keys()
+            .chain(self.refused.keys())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Why a yard is out of service, if it is.
+    pub fn refused(&self, yard: &str) -> Option<&str> {
+        self.refused.get(yard).map(String::as_str)
+    }
+
+    fn out_of_service(&self, yard: &str) -> Option<String> {
+        self.refused(yard)
+            .map(|e| format!("yard {yard:?} is out of service: {e}"))
     }
 
     /// A vehicle passed a yard gate.
     pub fn passage(&self, yard: &str, p: PassageInput) {
-        self.change(yard, |y| Ok(y.passage(p)));
+        // A storage failure is logged by `change`; the passage is lost to the yard.
+        let _ = self.change(yard, |y| Ok(y.passage(p)));
     }
 
     /// Overstay checks; call periodically.
     pub fn tick(&self, now: DateTime<Utc>) {
         for id in self.units.keys() {
-            self.change(id, |y| Ok(y.tick(now)));
+            // Logged by `change`; the next tick tries again.
+            let _ = self.change(id, |y| Ok(y.tick(now)));
         }
     }
 
@@ -102,17 +138,16 @@ impl YardService {
     /// Runs `yard_set`, `yard_remove` or `yard_list`.
     pub fn command(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let ids = self.ids();
         let yard = match optional_str(req, "yard")? {
-            Some(y) if self.units.contains_key(y) => y.to_owned(),
-            Some(y) => {
-                return Err(format!(
-                    "unknown yard {y:?}; yards: {}",
-                    self.ids().join(", ")
-                ))
-            }
-            None if self.units.len() == 1 => self.ids().remove(0),
-            None => return Err(format!("give \"yard\": one of {}", self.ids().join(", "))),
+            Some(y) if ids.iter().any(|i| i == y) => y.to_owned(),
+            Some(y) => return Err(format!("unknown yard {y:?}; yards: {}", ids.join(", "))),
+            None if ids.len() == 1 => ids[0].clone(),
+            None => return Err(format!("give \"yard\": one of {}", ids.join(", "))),
         };
+        if let Some(e) = self.out_of_service(&yard) {
+            return Err(e);
+        }
         let now = Utc::now();
         match name {
             "yard_set" => {
@@ -177,33 +212,33 @@ impl YardService {
         yard: &str,
         f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
     ) -> Result<Value, String> {
-        let mut err = None;
-        let events = self.change(yard, |y| f(y).inspect_err(|e| err = Some(e.clone())));
-        match err {
-            Some(e) => Err(e),
-            None => Ok(
-                json!({"events": events.iter().map(|e| json!({"event_id": e.event_id, "kind": e.body.kind})).collect::<Vec<_>>(),
-                              "occupancy": self.occupancy(yard)}),
-            ),
-        }
+        let events = self.change(yard, f)?;
+        Ok(
+            json!({"events": events.iter().map(|e| json!({"event_id": e.event_id, "kind": e.body.kind})).collect::<Vec<_>>(),
+                          "occupancy": self.occupancy(yard)}),
+        )
     }
 
-    /// Decides, stores state and events on disk, then hands the events to the outbox.
+    /// Decides, stores state and events on disk, then hands the events to the outbox. An error is
+    /// the decision's refusal, or the storage failure that undid the change: nothing changed.
     fn change(
         &self,
         yard: &str,
         f: impl FnOnce(&mut Yard) -> Result<Vec<Emitted>, String>,
-    ) -> Vec<Emitted> {
+    ) -> Result<Vec<Emitted>, String> {
         let Some(unit) = self.units.get(yard) else {
+            if let Some(e) = self.out_of_service(yard) {
+                tracing::error!(yard, error = %e, "passage ignored");
+                return Err(e);
+            }
             tracing::error!(yard, "passage for an unknown yard ignored");
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut u = unit.lock().expect("yard lock");
         let before = u.yard.state.clone();
-        let events = match f(&mut u.yard) {
-            Ok(e) if e.is_empty() => return e,
-            Ok(e) => e,
-            Err(_) => return Vec::new(),
+        let events = match f(&mut u.yard)? {
+            e if e.is_empty() => return Ok(e),
+            e => e,
         };
         u.stored.state = u.yard.state.clone();
         u.stored
@@ -211,12 +246,16 @@ impl YardService {
             .extend(events.iter().map(StoredEvent::from));
         if let Err(e) = u.store.save(&u.stored) {
             // Not durable: undo, so memory never runs ahead of what a restart would find.
-            tracing::error!(yard, error = %format!("{e:#}"), "yard state not saved; change undone");
+            let error = format!("{e:#}");
+            tracing::error!(yard, error = %error, "yard state not saved; change undone");
             u.yard.state = before.clone();
             u.stored.state = before;
             let keep = u.stored.pending.len() - events.len();
             u.stored.pending.truncate(keep);
-            return Vec::new();
+            return Err(format!(
+                "the change was not stored, so it was not applied ({error}); the yard is as it \
+                 was: free space or fix the state directory, then send the command again"
+            ));
         }
         for e in &events {
             tracing::info!(yard, kind = ?e.body.kind, plate = ?e.body.plate, occupied = e.body.occupied, "yard event");
@@ -225,7 +264,7 @@ impl YardService {
             tracing::error!(yard, error = %format!("{e:#}"), "yard events kept on disk, to be sent later");
         }
         self.publish_occupancy(&u);
-        events
+        Ok(events)
     }
 
     /// Moves the pending events into the outbox (oldest first) and records that on disk.
@@ -341,6 +380,118 @@ mod tests {
             match_confusions: Vec::new(),
         };
         YardService::open(&[yard], dir, events, delivery).unwrap()
+    }
+
+    #[test]
+    fn a_yard_with_a_broken_file_is_out_of_service_and_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let yard_dir = dir.path().join("yard");
+        std::fs::create_dir_all(&yard_dir).unwrap();
+        // The reported file: an unidentified count that wrapped the occupancy.
+        let bad = yard_dir.join("yard-b.json");
+        std::fs::write(
+            &bad,
+            r#"{"version":1,"state":{"inside":{},"unidentified":4294967295,"unpaired_exits":0,"full":false,"updated_at":null},"last_seq":3,"pending":[]}"#,
+        )
+        .unwrap();
+        let outbox = Outbox::open(OutboxOptions {
+            dir: dir.path().join("outbox"),
+            max_bytes: 1 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 64 << 10,
+        })
+        .unwrap();
+        let delivery = Delivery::new(outbox);
+        let events = Arc::new(EventFactory::new("s".into(), "d".into(), delivery.clone()));
+        let yard = |id: &str| YardConfig {
+            id: id.into(),
+            name: String::new(),
+            capacity: 10,
+            overstay_after_h: None,
+            match_confusions: Vec::new(),
+        };
+        let svc = YardService::open(
+            &[yard("yard-a"), yard("yard-b")],
+            dir.path(),
+            events,
+            delivery,
+        )
+        .unwrap();
+        assert_eq!(svc.ids(), ["yard-a", "yard-b"]);
+        assert!(svc.occupancy("yard-b").is_none(), "nothing published");
+        let req = |v: Value| v.as_object().unwrap().clone();
+        for (name, r) in [
+            ("yard_list", json!({"id": 1, "yard": "yard-b"})),
+            (
+                "yard_set",
+                json!({"id": 2, "yard": "yard-b", "occupied": 1}),
+            ),
+        ] {
+            let err = svc.command(name, &req(r)).unwrap_err();
+            assert!(
+                err.contains("out of service")
+                    && err.contains(&bad.display().to_string())
+                    && err.contains("unidentified = 4294967295"),
+                "{err}"
+            );
+        }
+        svc.passage(
+            "yard-b",
+            PassageInput {
+                plate: Some("51A12345".into()),
+                direction: super::super::engine::Direction::Entry,
+                camera: "c".into(),
+                lane: "l".into(),
+                at: Utc::now(),
+            },
+        );
+        assert!(
+            std::fs::read_to_string(&bad)
+                .unwrap()
+                .contains("4294967295"),
+            "left as it is"
+        );
+        svc.command(
+            "yard_set",
+            &req(json!({"id": 3, "yard": "yard-a", "occupied": 2})),
+        )
+        .unwrap();
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 2);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_stored_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = one_yard(dir.path());
+        let req = |v: Value| v.as_object().unwrap().clone();
+        svc.command("yard_set", &req(json!({"id": 1, "inside": ["51A12345"]})))
+            .unwrap();
+        let file = dir.path().join("yard/yard-a.json");
+        let stored = std::fs::read(&file).unwrap();
+        // The save's temporary file cannot be created: a directory is in its way (the same
+        // failure as a full disk for the service, and deterministic, also as root).
+        let tmp = dir.path().join("yard/yard-a.json.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let err = svc
+            .command("yard_set", &req(json!({"id": 2, "occupied": 5})))
+            .unwrap_err();
+        assert!(
+            err.contains("not stored") && err.contains("cannot write yard state"),
+            "{err}"
+        );
+        let err = svc
+            .command("yard_remove", &req(json!({"id": 3, "plate": "51A12345"})))
+            .unwrap_err();
+        assert!(err.contains("not stored"), "{err}");
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 1, "unchanged");
+        let listed = svc.command("yard_list", &req(json!({"id": 4}))).unwrap();
+        assert_eq!(listed["inside"][0]["plate"], "51A12345");
+        assert_eq!(std::fs::read(&file).unwrap(), stored, "file unchanged");
+        // Once the storage works again, the same command succeeds.
+        std::fs::remove_dir(&tmp).unwrap();
+        svc.command("yard_remove", &req(json!({"id": 5, "plate": "51A12345"})))
+            .unwrap();
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 0);
     }
 
     #[test]

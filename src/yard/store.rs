@@ -108,6 +108,22 @@ impl YardStore {
                     self.path.display(),
                     stored.version
                 );
+                // A state no sequence of events can produce (a hand edit, a disk error) is
+                // refused rather than published: `unidentified: 4294967295` once wrapped the
+                // occupancy to 1.
+                let invariant = stored.state.check().and_then(|()| {
+                    stored
+                        .pending
+                        .iter()
+                        .try_for_each(|e| e.to_emitted().map(drop).map_err(|e| format!("{e:#}")))
+                });
+                if let Err(broken) = invariant {
+                    anyhow::bail!(
+                        "yard state {} is inconsistent: {broken}; move it away to start the yard \
+                         empty, then reconcile with yard_set",
+                        self.path.display()
+                    );
+                }
                 Ok(stored)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored {
@@ -197,6 +213,47 @@ mod tests {
         println!("yard state, 10,000 vehicles: {bytes} bytes, saved in {took:?}");
         assert!(bytes < 2 << 20, "{bytes}");
         assert_eq!(store.load().unwrap().state.inside.len(), 10_000);
+    }
+
+    #[test]
+    fn a_state_that_breaks_an_invariant_is_refused_naming_the_file_and_the_invariant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = YardStore::open(dir.path(), "a").unwrap();
+        let mut s = store.load().unwrap();
+        s.state.inside.insert(
+            "51A12345".into(),
+            crate::yard::engine::Listed {
+                entered_at: "2026-11-24T08:00:00.000Z".into(),
+                entry_lane: "in-1".into(),
+                entry_event_id: Uuid::now_v7(),
+                overstay_reported: false,
+            },
+        );
+        store.save(&s).unwrap();
+        store.load().unwrap();
+        let refused = |s: &Stored, what: &str| {
+            store.save(s).unwrap();
+            let err = format!("{:#}", store.load().unwrap_err());
+            assert!(
+                err.contains(&store.path().display().to_string())
+                    && err.contains("inconsistent")
+                    && err.contains(what),
+                "{err}"
+            );
+        };
+        // The reported file: 1 listed + 4294967295 unidentified wrapped to an occupancy of 0/1.
+        let mut bad = s.clone();
+        bad.state.unidentified = u32::MAX;
+        refused(&bad, "unidentified = 4294967295");
+        let mut bad = s.clone();
+        bad.state.unidentified = crate::yard::engine::MAX_VEHICLES;
+        refused(&bad, "1 listed + 1000000 unidentified");
+        let mut bad = s.clone();
+        bad.state.unpaired_exits = 2;
+        refused(&bad, "unpaired_exits = 2");
+        let mut bad = s.clone();
+        bad.state.inside.get_mut("51A12345").unwrap().entered_at = "yesterday".into();
+        refused(&bad, "entered_at");
     }
 
     #[test]
