@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: error: cargo is not installed. gatewatch needs a Rust stable toolchain (rustup, 1.85 or newer)." >&2
+  echo "setup: error: cargo is not installed. gatewatch needs a Rust stable toolchain (rustup, 1.89 or newer)." >&2
   exit 1
 fi
 
