@@ -234,8 +234,8 @@ fn run(p: PipelineParts) {
         }
         p.stats
             .reads
-            .fetch_add(done.reads.len() as u64, Ordering::Relaxed);
-        for r in &done.reads {
+            .fetch_add(lane.reads().len() as u64, Ordering::Relaxed);
+        for r in lane.reads() {
             tracing::debug!(camera = %p.camera, plate = %r.plate, confidence = r.confidence, t = frame.t, "plate read");
         }
         let t_emit = std::time::Instant::now();

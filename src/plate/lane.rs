@@ -18,9 +18,6 @@ pub type LaneReads = (Vec<PlateRead>, Vec<BBox>);
 /// What one frame did.
 #[derive(Debug, Default)]
 pub struct LaneFrame {
-    /// The reads of this frame, in frame coordinates (reused from the last read frame when the
-    /// lane was still).
-    pub reads: Vec<PlateRead>,
     /// Passages ready to publish.
     pub passages: Vec<Passage>,
     /// Whether the models ran on this frame (else the motion gate found it still).
@@ -85,8 +82,13 @@ impl PlateLane {
         out.passages
             .extend(self.tracker.update_with_unread(t, reads, unread));
         out.track = t_track.elapsed();
-        out.reads = reads.clone();
         Ok(out)
+    }
+
+    /// The reads of the latest frame, in frame coordinates (those of the last read frame when
+    /// the lane was still). Borrowed, not returned with each frame: most frames are still.
+    pub fn reads(&self) -> &[PlateRead] {
+        &self.last_reads.0
     }
 
     /// No frame came until stream time `t` (a live camera): tracks not seen for long enough close.
@@ -165,7 +167,7 @@ mod tests {
         for i in 0..5 {
             let f = lane.on_frame(&img, i as f64 * 0.2, &mut reader).unwrap();
             inferred += usize::from(f.inferred);
-            assert_eq!(f.reads.len(), 1, "frame {i}");
+            assert_eq!(lane.reads().len(), 1, "frame {i}");
             passages.extend(f.passages);
         }
         assert_eq!(inferred, 1, "one read, then still frames");
