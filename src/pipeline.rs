@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
+use crate::event::{format_ts, EventFactory, Origin, PlateEvent};
 use crate::motion::MotionConfig;
 use crate::plate::lane::PlateLane;
 use crate::plate::lane_view::LaneViewConfig;
@@ -318,10 +318,11 @@ fn emit(p: &PipelineParts, passages: Vec<Passage>, clock: &StreamClock, at: Date
             frames: pass.frames,
             first_seen: format_ts(first_seen.min(at)),
         };
-        match p
-            .events
-            .emit("events/plate", PLATE_SCHEMA, &p.camera, &p.lane, at, body)
-        {
+        let origin = Origin {
+            camera: &p.camera,
+            lane: &p.lane,
+        };
+        match p.events.emit(origin, at, &body) {
             Ok(seq) => {
                 p.stats.passages.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %p.camera, plate = %pass.plate, seq, frames = pass.frames, "plate passage");

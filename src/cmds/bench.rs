@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
-use crate::event::{format_ts, EventFactory, PlateEvent, PLATE_SCHEMA};
+use crate::event::{format_ts, EventFactory, EventKind, Origin, PlateEvent};
 
 /// `gatewatch bench …`
 #[derive(Debug, clap::Subcommand)]
@@ -89,12 +89,12 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
         let t0 = Instant::now();
         if factory
             .emit(
-                "events/plate",
-                PLATE_SCHEMA,
-                "synthetic",
-                "bench",
+                Origin {
+                    camera: "synthetic",
+                    lane: "bench",
+                },
                 chrono::Utc::now(),
-                body,
+                &body,
             )
             .is_err()
         {
@@ -148,7 +148,7 @@ fn direct_baseline(cfg: &Config, n: u64, rate: f64, wait_s: u64) -> Result<ExitC
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let topic = format!("{}/events/plate", cfg.topic_prefix());
+    let topic = format!("{}/{}", cfg.topic_prefix(), PlateEvent::TOPIC);
     rt.block_on(async move {
         let (client, mut eventloop) = AsyncClient::new(crate::delivery::client::v4_options(cfg)?, 1024);
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -174,7 +174,7 @@ fn direct_baseline(cfg: &Config, n: u64, rate: f64, wait_s: u64) -> Result<ExitC
             }
             // Same JSON as the outbox path writes, so the payload sizes match.
             let mut body = serde_json::to_value(synthetic_plate(i))?;
-            let envelope = serde_json::json!({"schema": PLATE_SCHEMA, "event_id": uuid::Uuid::now_v7().to_string(), "seq": i + 1,
+            let envelope = serde_json::json!({"schema": PlateEvent::SCHEMA, "event_id": uuid::Uuid::now_v7().to_string(), "seq": i + 1,
                 "ts": format_ts(chrono::Utc::now()), "site": cfg.site, "device": cfg.device, "camera": "synthetic", "lane": "bench"});
             body.as_object_mut().unwrap().extend(envelope.as_object().unwrap().clone());
             client.publish(topic.as_str(), QoS::AtLeastOnce, false, serde_json::to_vec(&body)?).await?;

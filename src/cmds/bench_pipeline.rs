@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::delivery::{Delivery, Outbox};
 use crate::demo::{demo_plates, ClipSpec, Renderer};
 use crate::eval::percentile;
-use crate::event::EventFactory;
+use crate::event::{EventFactory, EventKind, PlateEvent};
 use crate::models::{self, ModelSet};
 use crate::pipeline::StageTimes;
 use crate::yard::service::YardService;
@@ -262,7 +262,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
     let mut read_plates = Vec::new();
     while let Some(r) = outbox.next_unsent() {
         outbox.acknowledge(r.seq);
-        if r.topic_suffix == "events/plate" {
+        if r.topic_suffix == PlateEvent::TOPIC {
             let v: serde_json::Value = serde_json::from_slice(&r.payload)?;
             read_plates.push(v["plate"].as_str().unwrap_or_default().to_owned());
         }

@@ -109,12 +109,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         },
     )?;
     let status: StatusFn = {
-        let (health, stats, qr_stats, started_at, delivery) = (
+        let (health, stats, qr_stats, started_at, delivery, events) = (
             health.clone(),
             stats.clone(),
             qr_stats.clone(),
             format_ts(chrono::Utc::now()),
             delivery.clone(),
+            events.clone(),
         );
         let qr_on: std::collections::BTreeSet<String> = cameras
             .iter()
@@ -133,13 +134,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                     (id.clone(), cam)
                 })
                 .collect();
+            let mut outbox = delivery.status_fields();
+            outbox["too_large"] = events.too_large().into();
             serde_json::json!({
                 "state": "online",
                 "version": env!("CARGO_PKG_VERSION"),
                 "started_at": started_at,
                 "uptime_s": started.elapsed().as_secs(),
                 "cameras": cams,
-                "outbox": delivery.status_fields(),
+                "outbox": outbox,
                 "commands": {
                     "retained_ignored": delivery.link_stats().retained_commands.load(std::sync::atomic::Ordering::Relaxed),
                 },

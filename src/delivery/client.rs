@@ -284,7 +284,14 @@ struct Common {
 /// rumqttc's default limit is 10 KiB both ways: too small for a snapshot reply. Incoming packets
 /// may be up to 1 MiB so that an oversized command (refused above 16 KiB) is read and answered
 /// with an error instead of breaking the connection; only larger ones drop it (logged).
-const MAX_PACKET: usize = 1024 * 1024;
+pub(super) const MAX_PACKET: usize = 1024 * 1024;
+
+/// Whether a publish fits [`MAX_PACKET`]: rumqttc refuses a bigger one only when it writes it,
+/// by dropping the connection, so it would be sent, refused and reconnected forever.
+pub(super) fn fits_packet(topic: &str, payload: &[u8]) -> bool {
+    // Fixed header (5), topic length (2), packet id (2), MQTT 5 properties (a few bytes).
+    topic.len() + payload.len() + 32 <= MAX_PACKET
+}
 
 fn common(cfg: &Config) -> anyhow::Result<Common> {
     let m = &cfg.mqtt;

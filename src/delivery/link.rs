@@ -290,6 +290,20 @@ async fn forward(
     let publish = |topic: String, payload: Vec<u8>, retain: bool, seq: Option<u64>| {
         let (client, delivery) = (client.clone(), delivery.clone());
         async move {
+            if !client::fits_packet(&topic, &payload) {
+                // Only a record stored by an older version can be this large (events are bounded
+                // when they are made): set aside and counted, so the queue behind it moves on.
+                tracing::error!(%topic, bytes = payload.len(), ?seq, "message larger than the MQTT packet limit not sent (counted as refused)");
+                delivery.with_state(|s| s.refuse_unsendable());
+                if let Some(seq) = seq {
+                    delivery
+                        .outbox
+                        .lock()
+                        .expect("outbox lock")
+                        .acknowledge(seq);
+                }
+                return true;
+            }
             // Noted before the hand-over, so that its write cannot be reported first.
             delivery.with_state(|s| s.note_publish(seq));
             if client.publish(topic, retain, payload).await.is_err() {

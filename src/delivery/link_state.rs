@@ -108,6 +108,11 @@ impl LinkState {
         PubAckOutcome::Acked { cargo, refused }
     }
 
+    /// A message too large to send was set aside without being handed to the client.
+    pub fn refuse_unsendable(&mut self) {
+        self.counters.refused += 1;
+    }
+
     /// The connection dropped, and the client discarded the oldest `unwritten_lost` handed-over
     /// publishes along with every written one. Returns the outbox seqs to send again, ascending.
     pub fn on_connection_lost(&mut self, unwritten_lost: usize) -> Vec<u64> {

@@ -66,7 +66,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(OutboxOptions {
             dir: dir.path().to_owned(),
-            max_bytes: 1 << 20,
+            max_bytes: 4 << 20,
             policy: FullPolicy::DropOldest,
             segment_bytes: 1 << 16,
         })
@@ -251,5 +251,36 @@ async fn unwritten_publishes_the_client_dropped_come_back_and_the_rest_stay_trac
         h.send(puback(i as u16 + 1));
     }
     h.until("everything acknowledged", |h| h.depth() == 0).await;
+    assert_eq!(h.link.shutdown(Duration::from_millis(200)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_record_larger_than_the_packet_limit_is_set_aside_and_the_queue_moves_on() {
+    let h = Harness::start(0);
+    // As an older version could have stored it: bigger than any MQTT packet the client sends.
+    let pad = "x".repeat(client::MAX_PACKET);
+    for pad in [pad.as_str(), ""] {
+        h.delivery
+            .emit("events/plate", |seq| {
+                serde_json::to_vec(&serde_json::json!({ "seq": seq, "pad": pad })).unwrap()
+            })
+            .unwrap();
+    }
+    h.send(connack());
+    h.until("the small event and the status", |h| h.sent().len() == 2)
+        .await;
+    let seqs: Vec<u64> = h.sent().iter().filter_map(seq_of).collect();
+    assert_eq!(
+        seqs,
+        [2],
+        "the oversized record is never handed to the client"
+    );
+    assert_eq!(h.delivery.link_stats().refused.load(Ordering::Relaxed), 1);
+    for pkid in 1..=2 {
+        h.send(LinkEvent::Written { pkid });
+        h.send(puback(pkid));
+    }
+    h.until("everything settled", |h| h.depth() == 0).await;
+    assert_eq!(h.delivery.status_fields()["refused"], 1);
     assert_eq!(h.link.shutdown(Duration::from_millis(200)).await, 0);
 }

@@ -10,11 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{QrDecoder, QrRead};
-use crate::event::EventFactory;
+use crate::event::{EventFactory, Origin, QrEvent};
 use crate::source::camera::FrameSlot;
-
-/// Schema id of QR events.
-pub const QR_SCHEMA: &str = "gatewatch.qr/1";
 
 /// `[camera.qr]`: QR decoding on this camera.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,21 +73,6 @@ impl CameraQrConfig {
             );
         }
     }
-}
-
-/// A code read in the lane (topic `…/events/qr`), after the common envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QrEvent {
-    /// The payload as text, control characters removed; `null` for binary payloads.
-    pub text: Option<String>,
-    /// The payload bytes, base64 (always present).
-    pub bytes_b64: String,
-    /// Corners in frame pixels: top left, top right, bottom right, bottom left of the symbol.
-    pub corners: [[i32; 2]; 4],
-    /// `qr` or `micro_qr`.
-    pub symbol: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ecc_level: Option<String>,
 }
 
 /// Decides which reads are new: one event per code held in view.
@@ -203,14 +185,11 @@ fn run(p: QrStageParts) {
                 ecc_level: r.ecc_level,
             };
             // Payloads can carry personal data: the log names the code's size, not its content.
-            match p.events.emit(
-                "events/qr",
-                QR_SCHEMA,
-                &p.camera,
-                &p.lane,
-                frame.captured_at,
-                body,
-            ) {
+            let origin = Origin {
+                camera: &p.camera,
+                lane: &p.lane,
+            };
+            match p.events.emit(origin, frame.captured_at, &body) {
                 Ok(seq) => {
                     p.stats.events.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(camera = %p.camera, seq, bytes = r.bytes.len(), "QR code read");

@@ -230,6 +230,14 @@ impl YardState {
     }
 }
 
+/// Most vehicles a `set` event may list. A listed vehicle is at most about 230 bytes of JSON (a
+/// plate of up to [`PLATE_MAX_CHARS`], a lane id of up to 64), so the event stays well below
+/// [`crate::event::MAX_EVENT_BYTES`].
+pub const SET_LIST_MAX: usize = 2000;
+
+/// Longest plate the hub may list (normalised characters); real plates have at most 10.
+pub const PLATE_MAX_CHARS: usize = 16;
+
 /// One yard: its rules and its state.
 #[derive(Debug, Clone)]
 pub struct Yard {
@@ -291,22 +299,26 @@ impl Yard {
         self.commit(change, at, &p.camera, &p.lane, None)
     }
 
-    /// Reports vehicles that have now been inside longer than the limit (once per stay).
-    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Emitted> {
+    /// Reports vehicles that have now been inside longer than the limit (once per stay), at most
+    /// `max` of them, longest inside first; the rest are reported by the next calls.
+    pub fn tick(&mut self, now: DateTime<Utc>, max: usize) -> Vec<Emitted> {
         let Some(limit) = self.rules.overstay_after else {
             return Vec::new();
         };
         let now = now.trunc_subsecs(3);
-        let due: Vec<(String, String)> = self
+        let mut due: Vec<(DateTime<Utc>, String, String)> = self
             .state
             .inside
             .iter()
             .filter(|(_, l)| !l.overstay_reported)
-            .filter(|(_, l)| parse_ts(&l.entered_at).is_some_and(|t| now - t > limit))
-            .map(|(p, l)| (p.clone(), l.entry_lane.clone()))
+            .filter_map(|(p, l)| Some((parse_ts(&l.entered_at)?, p, l)))
+            .filter(|(t, _, _)| now - *t > limit)
+            .map(|(t, p, l)| (t, p.clone(), l.entry_lane.clone()))
             .collect();
+        due.sort();
+        due.truncate(max);
         let mut out = Vec::new();
-        for (plate, lane) in due {
+        for (_, plate, lane) in due {
             let change = Change {
                 inside_plate: Some(plate.clone()),
                 ..self.unchanged(YardEventKind::Overstay, Some(plate))
@@ -316,7 +328,8 @@ impl Yard {
         out
     }
 
-    /// `yard_set`: the hub states the count and/or the list after an audit.
+    /// `yard_set`: the hub states the count and/or the list after an audit. The `set` event
+    /// carries the whole list after the change, so the list is bounded ([`SET_LIST_MAX`]).
     pub fn set(
         &mut self,
         occupied: Option<u32>,
@@ -329,6 +342,25 @@ impl Yard {
             return Err(
                 "yard_set needs \"occupied\" (a count) and/or \"inside\" (a list of plates)".into(),
             );
+        }
+        match &inside {
+            Some(v) if v.len() > SET_LIST_MAX => {
+                return Err(format!(
+                    "inside lists {} vehicles; a yard_set lists at most {SET_LIST_MAX} (its set \
+                     event carries the whole list, and events are limited in size)",
+                    v.len()
+                ))
+            }
+            None if self.state.inside.len() > SET_LIST_MAX => {
+                return Err(format!(
+                    "yard {:?} lists {} vehicles and a set event carries the whole list, at most \
+                     {SET_LIST_MAX}: send \"inside\" with the complete list (at most \
+                     {SET_LIST_MAX} plates), or take vehicles out with yard_remove first",
+                    self.rules.id,
+                    self.state.inside.len()
+                ))
+            }
+            _ => {}
         }
         let event_id = Uuid::now_v7();
         let list: Vec<InsideVehicle> = match inside {

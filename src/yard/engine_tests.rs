@@ -60,7 +60,7 @@ fn replay(log: &[Emitted]) -> YardState {
     let mut s = YardState::default();
     for (i, e) in log.iter().enumerate() {
         let env = Envelope {
-            schema: crate::yard::YARD_SCHEMA.into(),
+            schema: <YardEvent as crate::event::EventKind>::SCHEMA.into(),
             event_id: e.event_id,
             seq: i as u64 + 1,
             ts: format_ts(e.at),
@@ -176,12 +176,12 @@ fn a_scripted_day_in_a_yard() {
         };
         step(&mut log, pass(&mut y, In, Some(p), at(13, i as u32)), want);
     }
-    assert!(y.tick(at(23, 0)).is_empty());
+    assert!(y.tick(at(23, 0), usize::MAX).is_empty());
     let next_day = at(13, 2) + chrono::Duration::hours(24);
-    let over = y.tick(next_day);
+    let over = y.tick(next_day, usize::MAX);
     step(&mut log, over, &[(Overstay, 3), (Overstay, 3)]);
     assert!(y
-        .tick(next_day + chrono::Duration::hours(1))
+        .tick(next_day + chrono::Duration::hours(1), usize::MAX)
         .iter()
         .all(|e| e.body.inside_plate.as_deref() == Some("粤BD12345")));
 
@@ -300,6 +300,111 @@ const POOL: [&str; 6] = [
     "桂A12345",
 ];
 
+#[test]
+fn many_overstays_come_in_bounded_batches_oldest_first_each_once() {
+    let mut y = Yard::new(rules(1000), YardState::default());
+    for i in 0..250u32 {
+        let plate = format!("51A{i:05}");
+        pass(
+            &mut y,
+            Direction::Entry,
+            Some(&plate),
+            at(0, 0) + chrono::Duration::seconds(i.into()),
+        );
+    }
+    let later = at(0, 0) + chrono::Duration::days(3);
+    let mut reported = Vec::new();
+    loop {
+        let batch = y.tick(later, 100);
+        assert!(batch.len() <= 100, "{}", batch.len());
+        if batch.is_empty() {
+            break;
+        }
+        reported.extend(batch.into_iter().map(|e| e.body.inside_plate.unwrap()));
+    }
+    let want: Vec<String> = (0..250).map(|i| format!("51A{i:05}")).collect();
+    assert_eq!(reported, want, "every vehicle once, longest inside first");
+}
+
+fn set_vehicles(n: usize, plate_len: usize) -> Vec<SetVehicle> {
+    (0..n)
+        .map(|i| SetVehicle {
+            plate: format!("{i:0>plate_len$}"),
+            entered_at: None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_set_listing_more_than_the_bound_is_refused_and_changes_nothing() {
+    let mut y = Yard::new(rules(100_000), YardState::default());
+    let err = y
+        .set(
+            None,
+            Some(set_vehicles(SET_LIST_MAX + 1, 8)),
+            json!(1),
+            at(8, 0),
+        )
+        .unwrap_err();
+    assert!(err.contains(&format!("at most {SET_LIST_MAX}")), "{err}");
+    assert_eq!(y.state.occupied(), 0);
+
+    // A yard that grew past the bound through its lanes: a count-only set would have to list
+    // them all, so it is refused with what to do instead.
+    for i in 0..=SET_LIST_MAX {
+        pass(
+            &mut y,
+            Direction::Entry,
+            Some(&format!("51A{i:05}")),
+            at(9, 0),
+        );
+    }
+    let err = y.set(Some(5), None, json!(2), at(10, 0)).unwrap_err();
+    assert!(err.contains("yard_remove"), "{err}");
+    assert_eq!(y.state.occupied() as usize, SET_LIST_MAX + 1);
+}
+
+#[test]
+fn the_largest_allowed_set_event_fits_the_event_limit() {
+    use crate::event::{Envelope, MAX_EVENT_BYTES};
+    let mut y = Yard::new(rules(100_000), YardState::default());
+    // The longest plates and lane ids there can be, all listed.
+    let lane = "l".repeat(64);
+    for v in set_vehicles(SET_LIST_MAX, PLATE_MAX_CHARS) {
+        y.passage(PassageInput {
+            plate: Some(v.plate),
+            direction: Direction::Entry,
+            camera: "c".repeat(64),
+            lane: lane.clone(),
+            at: at(9, 0),
+        });
+    }
+    let events = y
+        .set(
+            Some(SET_LIST_MAX as u32),
+            None,
+            json!("x".repeat(64)),
+            at(10, 0),
+        )
+        .unwrap();
+    let set = &events[0];
+    assert_eq!(set.body.inside.as_ref().map(Vec::len), Some(SET_LIST_MAX));
+    let envelope = Envelope {
+        schema: "gatewatch.yard/1".into(),
+        event_id: set.event_id,
+        seq: u64::MAX,
+        ts: crate::event::format_ts(set.at),
+        site: "s".repeat(64),
+        device: "d".repeat(64),
+        camera: set.camera.clone(),
+        lane: set.lane.clone(),
+        replayed: true,
+        body: &set.body,
+    };
+    let bytes = serde_json::to_vec(&envelope).unwrap().len();
+    assert!(bytes < MAX_EVENT_BYTES, "{bytes} bytes");
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let plate = proptest::option::of(0..POOL.len());
     prop_oneof![
@@ -339,7 +444,7 @@ proptest! {
                     });
                     y.set(n, list, json!(2), now).unwrap_or_default()
                 }
-                Op::Wait(h) => { now += chrono::Duration::hours(h.into()); y.tick(now) }
+                Op::Wait(h) => { now += chrono::Duration::hours(h.into()); y.tick(now, usize::MAX) }
             };
             for e in &events {
                 match e.body.kind {

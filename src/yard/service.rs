@@ -9,13 +9,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::config::YardConfig;
-use super::engine::{Emitted, PassageInput, SetVehicle, Yard};
+use super::engine::{Emitted, PassageInput, SetVehicle, Yard, PLATE_MAX_CHARS};
 use super::store::{Stored, StoredEvent, YardStore};
-use super::{Occupancy, YARD_SCHEMA};
+use super::Occupancy;
 use crate::commands::{optional_str, optional_u64};
 use crate::delivery::Delivery;
-use crate::event::{format_ts, EventFactory};
+use crate::event::{format_ts, EventFactory, Origin};
 use crate::plate::grammar::normalise;
+
+/// Overstay events stored under one hold of a yard's lock (each is one synced outbox append).
+const OVERSTAY_BATCH: usize = 100;
 
 /// Largest page of a `yard_list` reply.
 const LIST_PAGE_MAX: usize = 1000;
@@ -117,11 +120,18 @@ impl YardService {
         let _ = self.change(yard, |y| Ok(y.passage(p)));
     }
 
-    /// Overstay checks; call periodically.
+    /// Overstay checks; call periodically. Many vehicles can fall due at once (a yard restored
+    /// after days offline): they are reported in batches, the yard unlocked between batches, so
+    /// passages and hub commands are never held up for more than one batch.
     pub fn tick(&self, now: DateTime<Utc>) {
         for id in self.units.keys() {
-            // Logged by `change`; the next tick tries again.
-            let _ = self.change(id, |y| Ok(y.tick(now)));
+            loop {
+                match self.change(id, |y| Ok(y.tick(now, OVERSTAY_BATCH))) {
+                    Ok(events) if events.len() >= OVERSTAY_BATCH => continue,
+                    // Done, or a storage error (logged by `change`): the next tick tries again.
+                    _ => break,
+                }
+            }
         }
     }
 
@@ -168,7 +178,7 @@ impl YardService {
             }
             "yard_remove" => {
                 let plate = match req.get("plate") {
-                    Some(Value::String(p)) => Some(normalise(p)),
+                    Some(Value::String(p)) => Some(hub_plate("plate", p)?),
                     Some(Value::Null) | None => None,
                     Some(_) => {
                         return Err(
@@ -278,10 +288,10 @@ impl YardService {
                 .events
                 .emit_with_id(
                     e.event_id,
-                    "events/yard",
-                    YARD_SCHEMA,
-                    &e.camera,
-                    &e.lane,
+                    Origin {
+                        camera: &e.camera,
+                        lane: &e.lane,
+                    },
                     emitted.at,
                     &e.body,
                 )
@@ -320,6 +330,18 @@ fn occupancy(u: &Unit) -> Occupancy {
     }
 }
 
+/// A plate given by the hub, normalised; a hostile length is refused without being echoed.
+fn hub_plate(key: &str, raw: &str) -> Result<String, String> {
+    let plate = normalise(raw);
+    if plate.chars().count() > PLATE_MAX_CHARS {
+        return Err(format!(
+            "{key} is {} characters long; a plate has at most {PLATE_MAX_CHARS}",
+            plate.chars().count()
+        ));
+    }
+    Ok(plate)
+}
+
 /// `inside` of `yard_set`: plates as strings or `{"plate", "entered_at"?}` objects.
 fn parse_inside(v: &Value) -> Result<Vec<SetVehicle>, String> {
     let items = v.as_array().ok_or("inside must be a list of plates")?;
@@ -328,7 +350,7 @@ fn parse_inside(v: &Value) -> Result<Vec<SetVehicle>, String> {
         .enumerate()
         .map(|(i, item)| match item {
             Value::String(p) => Ok(SetVehicle {
-                plate: normalise(p),
+                plate: hub_plate(&format!("inside[{i}]"), p)?,
                 entered_at: None,
             }),
             Value::Object(o) => {
@@ -346,7 +368,7 @@ fn parse_inside(v: &Value) -> Result<Vec<SetVehicle>, String> {
                     ),
                 };
                 Ok(SetVehicle {
-                    plate: normalise(plate),
+                    plate: hub_plate(&format!("inside[{i}].plate"), plate)?,
                     entered_at,
                 })
             }
@@ -524,5 +546,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 3);
+    }
+
+    #[test]
+    fn hostile_plate_lengths_are_refused_without_being_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = one_yard(dir.path());
+        let req = |v: Value| v.as_object().unwrap().clone();
+        let long = "A".repeat(100_000);
+        for (name, r) in [
+            ("yard_set", json!({"id": 1, "inside": ["51A12345", long]})),
+            ("yard_set", json!({"id": 2, "inside": [{"plate": long}]})),
+            ("yard_remove", json!({"id": 3, "plate": long})),
+        ] {
+            let err = svc.command(name, &req(r)).unwrap_err();
+            assert!(err.contains("at most 16") && err.len() < 200, "{err}");
+        }
+        assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 0);
+    }
+
+    #[test]
+    fn a_tick_with_many_vehicles_due_reports_them_all_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(OutboxOptions {
+            dir: dir.path().join("outbox"),
+            max_bytes: 64 << 20,
+            policy: FullPolicy::DropOldest,
+            segment_bytes: 1 << 20,
+        })
+        .unwrap();
+        let delivery = Delivery::new(outbox);
+        let events = Arc::new(EventFactory::new("s".into(), "d".into(), delivery.clone()));
+        let yard = YardConfig {
+            id: "yard-a".into(),
+            name: String::new(),
+            capacity: 1000,
+            overstay_after_h: Some(1.0),
+            match_confusions: Vec::new(),
+        };
+        let svc = YardService::open(&[yard], dir.path(), events, delivery.clone()).unwrap();
+        let n = OVERSTAY_BATCH * 2 + 7;
+        let plates: Vec<String> = (0..n).map(|i| format!("51A{i:05}")).collect();
+        let entered = Utc::now() - chrono::Duration::hours(3);
+        let inside: Vec<Value> = plates
+            .iter()
+            .map(|p| json!({"plate": p, "entered_at": format_ts(entered)}))
+            .collect();
+        let req = json!({"id": 1, "inside": inside});
+        svc.command("yard_set", req.as_object().unwrap()).unwrap();
+        let before = delivery
+            .outbox_stats()
+            .last_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        svc.tick(Utc::now());
+        let after = delivery
+            .outbox_stats()
+            .last_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(after - before, n as u64, "one overstay event per vehicle");
+        svc.tick(Utc::now());
+        let again = delivery
+            .outbox_stats()
+            .last_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(again, after, "each stay is reported once");
     }
 }
