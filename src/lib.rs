@@ -5,13 +5,13 @@
 //! parses arguments and dispatches.
 
 pub mod cmds;
-pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod demo_dataset;
 pub mod eval;
 pub mod event;
+pub mod hub;
 pub mod logging;
 pub mod models;
 pub mod motion;

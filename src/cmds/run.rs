@@ -162,7 +162,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         delivery.clone(),
         status,
         Duration::from_secs(30),
-        Some(Arc::new(commands)),
+        Some(Arc::new(commands.into_commands())),
     )?;
 
     tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");

@@ -6,20 +6,20 @@ use opencv::core::{Mat, Size, Vector};
 use opencv::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::commands::{optional_str, optional_u64, CommandHandler};
 use crate::config::{Config, ConfigError};
 use crate::delivery::StatusFn;
 use crate::event::format_ts;
+use crate::hub::{optional_str, optional_u64, Commands};
 use crate::yard::service::YardService;
 
 /// Default and largest snapshot size (JPEG bytes).
 const SNAPSHOT_DEFAULT_BYTES: usize = 256 * 1024;
 const SNAPSHOT_MAX_BYTES: usize = 512 * 1024;
 
-/// Commands of a running box.
+/// What the commands of a running box act on.
 pub struct RunCommands {
     pub status: StatusFn,
     pub config_path: PathBuf,
@@ -30,52 +30,45 @@ pub struct RunCommands {
     pub yards: Arc<YardService>,
 }
 
-impl CommandHandler for RunCommands {
-    fn commands(&self) -> &[&'static str] {
-        &[
-            "ping",
-            "status",
-            "reload_config",
-            "snapshot",
-            "yard_set",
-            "yard_remove",
-            "yard_list",
-        ]
+impl RunCommands {
+    /// The table of every command `run` answers.
+    pub fn into_commands(self) -> Commands {
+        let this = Arc::new(self);
+        let mut commands = Commands::default();
+        commands.add("ping", |_| {
+            Ok(json!({"pong": format_ts(chrono::Utc::now())}))
+        });
+        let status = this.status.clone();
+        commands.add("status", move |_| Ok(status()));
+        let (path, restart) = (this.config_path.clone(), this.restart.clone());
+        commands.add("reload_config", move |_| reload_config(&path, &restart));
+        let snapshot = this.clone();
+        commands.add("snapshot", move |req| snapshot.snapshot(req));
+        this.yards.add_commands(&mut commands);
+        commands
     }
+}
 
-    fn handle(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
-        match name {
-            "ping" => Ok(json!({"pong": format_ts(chrono::Utc::now())})),
-            "status" => Ok((self.status)()),
-            "reload_config" => match Config::load(&self.config_path) {
-                Ok(_) => {
-                    // Settings are read once at start: a clean restart applies the new file without
-                    // losing anything (open tracks are flushed, the outbox keeps what is undelivered)
-                    // and systemd's Restart=always brings the service back.
-                    self.restart.notify_one();
-                    Ok(json!({"valid": true, "restarting": true}))
-                }
-                Err(ConfigError::Invalid { issues, .. }) => Err(format!(
-                    "new config is invalid, keeping the running one: {}",
-                    issues
-                        .iter()
-                        .map(|i| i.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )),
-                Err(e) => Err(format!(
-                    "new config is unusable, keeping the running one: {e}"
-                )),
-            },
-            "snapshot" => self.snapshot(req),
-            name if YardService::COMMANDS.contains(&name) => {
-                if self.yards.ids().is_empty() {
-                    return Err("no yard is configured on this box".into());
-                }
-                self.yards.command(name, req)
-            }
-            _ => Err(format!("{name} is not handled")),
+/// Checks the config file and, when it is valid, asks for a restart. Settings are read once at
+/// start: a clean restart applies the new file without losing anything (open tracks are flushed,
+/// the outbox keeps what is undelivered) and systemd's Restart=always brings the service back.
+fn reload_config(path: &Path, restart: &tokio::sync::Notify) -> Result<Value, String> {
+    match Config::load(path) {
+        Ok(_) => {
+            restart.notify_one();
+            Ok(json!({"valid": true, "restarting": true}))
         }
+        Err(ConfigError::Invalid { issues, .. }) => Err(format!(
+            "new config is invalid, keeping the running one: {}",
+            issues
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        Err(e) => Err(format!(
+            "new config is unusable, keeping the running one: {e}"
+        )),
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::outbox::{AppendError, Outbox, OutboxStats};
-use crate::commands::{CommandHandler, Reply};
 use crate::config::Config;
+use crate::hub::{Commands, Reply};
 
 /// Produces the current status JSON (state `online`).
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -155,7 +155,7 @@ impl MqttLink {
         delivery: Arc<Delivery>,
         status: StatusFn,
         status_every: Duration,
-        commands: Option<Arc<dyn CommandHandler>>,
+        commands: Option<Arc<Commands>>,
     ) -> anyhow::Result<MqttLink> {
         let (client, eventloop) = client::connect(cfg, 64)?;
         Ok(MqttLink::start_with(
@@ -179,7 +179,7 @@ impl<C: LinkClient> MqttLink<C> {
         delivery: Arc<Delivery>,
         status: StatusFn,
         status_every: Duration,
-        commands: Option<Arc<dyn CommandHandler>>,
+        commands: Option<Arc<Commands>>,
     ) -> MqttLink<C> {
         let (control, control_rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(poll(
@@ -374,7 +374,7 @@ struct PollParts<C> {
     delivery: Arc<Delivery>,
     control: mpsc::UnboundedSender<Control>,
     status: StatusFn,
-    commands: Option<Arc<dyn CommandHandler>>,
+    commands: Option<Arc<Commands>>,
 }
 
 async fn poll(mut events: impl LinkEvents, parts: PollParts<impl LinkClient>) {
@@ -431,7 +431,7 @@ async fn poll(mut events: impl LinkEvents, parts: PollParts<impl LinkClient>) {
                 let (name, control) = (name.to_owned(), control.clone());
                 // Handlers may take a while (a snapshot encodes a JPEG): off the event loop.
                 tokio::task::spawn_blocking(move || {
-                    let reply = crate::commands::dispatch(&name, &payload, handler.as_ref());
+                    let reply = handler.dispatch(&name, &payload);
                     let _ = control.send(Control::Reply(reply));
                 });
             }

@@ -12,9 +12,9 @@ use super::config::YardConfig;
 use super::engine::{Emitted, PassageInput, SetVehicle, Yard, PLATE_MAX_CHARS};
 use super::store::{Stored, StoredEvent, YardStore};
 use super::Occupancy;
-use crate::commands::{optional_str, optional_u64};
 use crate::delivery::Delivery;
 use crate::event::{format_ts, EventFactory, Origin};
+use crate::hub::{optional_str, optional_u64, Commands};
 use crate::plate::grammar::normalise;
 
 /// Overstay events stored under one hold of a yard's lock (each is one synced outbox append).
@@ -142,13 +142,21 @@ impl YardService {
             .map(|u| occupancy(&u.lock().expect("yard lock")))
     }
 
-    /// The hub commands this service answers.
-    pub const COMMANDS: [&'static str; 3] = ["yard_set", "yard_remove", "yard_list"];
+    /// Adds the hub commands this service answers: `yard_set`, `yard_remove`, `yard_list`.
+    pub fn add_commands(self: &Arc<Self>, commands: &mut Commands) {
+        for name in ["yard_set", "yard_remove", "yard_list"] {
+            let yards = self.clone();
+            commands.add(name, move |req| yards.command(name, req));
+        }
+    }
 
     /// Runs `yard_set`, `yard_remove` or `yard_list`.
     pub fn command(&self, name: &str, req: &Map<String, Value>) -> Result<Value, String> {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
         let ids = self.ids();
+        if ids.is_empty() {
+            return Err("no yard is configured on this box".into());
+        }
         let yard = match optional_str(req, "yard")? {
             Some(y) if ids.iter().any(|i| i == y) => y.to_owned(),
             Some(y) => return Err(format!("unknown yard {y:?}; yards: {}", ids.join(", "))),

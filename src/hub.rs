@@ -1,7 +1,10 @@
 //! Commands from the hub: `<prefix>/cmd/<name>` with a JSON object carrying an `id`; the reply goes
 //! to `<prefix>/cmd/<name>/reply` as `{"id", "ok", "error"?, "result"?}`.
 //!
-//! [`dispatch`] turns any payload into a reply and never panics: oversized payloads, malformed
+//! Every command is one entry of a [`Commands`] table (name → handler); the components that
+//! answer commands add theirs (`YardService::add_commands`), and `run` assembles the table.
+//!
+//! [`Commands::dispatch`] turns any payload into a reply and never panics: oversized payloads, malformed
 //! JSON, a missing id, unknown commands and handler failures (panics included) all become error
 //! replies, and the process keeps serving.
 
@@ -10,12 +13,36 @@ use serde_json::{json, Map, Value};
 /// Payloads larger than this are refused unread.
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 
-/// Executes commands; implemented by `run` (and by tests).
-pub trait CommandHandler: Send + Sync {
-    /// Names of the commands it knows.
-    fn commands(&self) -> &[&'static str];
-    /// Runs a known command; the error is sent back as `error`.
-    fn handle(&self, name: &str, request: &Map<String, Value>) -> Result<Value, String>;
+/// Runs one command: the request object in, the reply's `result` (or `error`) out.
+type Handler = Box<dyn Fn(&Map<String, Value>) -> Result<Value, String> + Send + Sync>;
+
+/// The commands a box answers, by name, in the order they were added (the order an unknown
+/// command's error lists them in). A handful of entries: a list is the simplest table.
+#[derive(Default)]
+pub struct Commands {
+    table: Vec<(&'static str, Handler)>,
+}
+
+impl Commands {
+    /// Adds a command. Names are unique: a second handler for a name is a programming error.
+    pub fn add(
+        &mut self,
+        name: &'static str,
+        handler: impl Fn(&Map<String, Value>) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        assert!(self.get(name).is_none(), "hub command {name} added twice");
+        self.table.push((name, Box::new(handler)));
+        self
+    }
+
+    /// The known command names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.table.iter().map(|(name, _)| *name).collect()
+    }
+
+    fn get(&self, name: &str) -> Option<&Handler> {
+        self.table.iter().find(|(n, _)| *n == name).map(|(_, h)| h)
+    }
 }
 
 /// A reply and where it goes.
@@ -26,70 +53,70 @@ pub struct Reply {
     pub body: Value,
 }
 
-/// Handles one command message.
-pub fn dispatch(name: &str, payload: &[u8], handler: &dyn CommandHandler) -> Reply {
-    let topic_suffix = format!("cmd/{name}/reply");
-    let fail = |id: Value, error: String| {
-        tracing::warn!(command = %name, id = %id, error = %error, "command refused");
-        Reply {
-            topic_suffix: topic_suffix.clone(),
-            body: json!({"id": id, "ok": false, "error": error}),
-        }
-    };
-    if payload.len() > MAX_COMMAND_BYTES {
-        return fail(
-            Value::Null,
-            format!(
-                "payload of {} bytes exceeds the limit of {MAX_COMMAND_BYTES}",
-                payload.len()
-            ),
-        );
-    }
-    let request: Map<String, Value> = match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(m)) => m,
-        Ok(other) => {
-            return fail(
-                Value::Null,
-                format!("payload must be a JSON object, got {}", kind(&other)),
-            )
-        }
-        Err(e) => return fail(Value::Null, format!("malformed JSON: {e}")),
-    };
-    let id = match request.get("id") {
-        Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
-        Some(other) => {
-            return fail(
-                Value::Null,
-                format!("id must be a string or a number, got {}", kind(other)),
-            )
-        }
-        None => return fail(Value::Null, "missing id".into()),
-    };
-    if !handler.commands().contains(&name) {
-        return fail(
-            id,
-            format!(
-                "unknown command {name:?}; known: {}",
-                handler.commands().join(", ")
-            ),
-        );
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle(name, &request)
-    }));
-    match outcome {
-        Ok(Ok(result)) => {
-            tracing::info!(command = %name, id = %id, "command done");
+impl Commands {
+    /// Handles one command message.
+    pub fn dispatch(&self, name: &str, payload: &[u8]) -> Reply {
+        let topic_suffix = format!("cmd/{name}/reply");
+        let fail = |id: Value, error: String| {
+            tracing::warn!(command = %name, id = %id, error = %error, "command refused");
             Reply {
-                topic_suffix,
-                body: json!({"id": id, "ok": true, "result": result}),
+                topic_suffix: topic_suffix.clone(),
+                body: json!({"id": id, "ok": false, "error": error}),
             }
+        };
+        if payload.len() > MAX_COMMAND_BYTES {
+            return fail(
+                Value::Null,
+                format!(
+                    "payload of {} bytes exceeds the limit of {MAX_COMMAND_BYTES}",
+                    payload.len()
+                ),
+            );
         }
-        Ok(Err(e)) => fail(id, e),
-        Err(_) => fail(
-            id,
-            "internal error while running the command (logged)".into(),
-        ),
+        let request: Map<String, Value> = match serde_json::from_slice::<Value>(payload) {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => {
+                return fail(
+                    Value::Null,
+                    format!("payload must be a JSON object, got {}", kind(&other)),
+                )
+            }
+            Err(e) => return fail(Value::Null, format!("malformed JSON: {e}")),
+        };
+        let id = match request.get("id") {
+            Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
+            Some(other) => {
+                return fail(
+                    Value::Null,
+                    format!("id must be a string or a number, got {}", kind(other)),
+                )
+            }
+            None => return fail(Value::Null, "missing id".into()),
+        };
+        let Some(handler) = self.get(name) else {
+            return fail(
+                id,
+                format!(
+                    "unknown command {name:?}; known: {}",
+                    self.names().join(", ")
+                ),
+            );
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)));
+        match outcome {
+            Ok(Ok(result)) => {
+                tracing::info!(command = %name, id = %id, "command done");
+                Reply {
+                    topic_suffix,
+                    body: json!({"id": id, "ok": true, "result": result}),
+                }
+            }
+            Ok(Err(e)) => fail(id, e),
+            Err(_) => fail(
+                id,
+                "internal error while running the command (logged)".into(),
+            ),
+        }
     }
 }
 
@@ -143,57 +170,59 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    struct Echo;
-    impl CommandHandler for Echo {
-        fn commands(&self) -> &[&'static str] {
-            &["ping", "boom", "fail"]
-        }
-        fn handle(&self, name: &str, request: &Map<String, Value>) -> Result<Value, String> {
-            match name {
-                "boom" => panic!("handler bug"),
-                "fail" => Err("no such camera".into()),
-                _ => Ok(json!({"echo": request.get("x").cloned()})),
-            }
-        }
+    fn echo() -> Commands {
+        let mut c = Commands::default();
+        c.add("ping", |request| {
+            Ok(json!({"echo": request.get("x").cloned()}))
+        })
+        .add("boom", |_| panic!("handler bug"))
+        .add("fail", |_| Err("no such camera".into()));
+        c
+    }
+
+    #[test]
+    #[should_panic(expected = "added twice")]
+    fn a_name_is_added_once() {
+        echo().add("ping", |_| Ok(Value::Null));
     }
 
     #[test]
     fn good_and_bad_commands_get_the_right_replies() {
-        let r = dispatch("ping", br#"{"id":"a1","x":5}"#, &Echo);
+        let r = echo().dispatch("ping", br#"{"id":"a1","x":5}"#);
         assert_eq!(r.topic_suffix, "cmd/ping/reply");
         assert_eq!(
             r.body,
             json!({"id": "a1", "ok": true, "result": {"echo": 5}})
         );
-        let r = dispatch("nope", br#"{"id":7}"#, &Echo);
+        let r = echo().dispatch("nope", br#"{"id":7}"#);
         assert_eq!(
             (r.body["id"].clone(), r.body["ok"].clone()),
             (json!(7), json!(false))
         );
         assert!(r.body["error"].as_str().unwrap().contains("known: ping"));
         assert_eq!(
-            dispatch("fail", br#"{"id":1}"#, &Echo).body["error"],
+            echo().dispatch("fail", br#"{"id":1}"#).body["error"],
             "no such camera"
         );
         assert_eq!(
-            dispatch("boom", br#"{"id":1}"#, &Echo).body["ok"],
+            echo().dispatch("boom", br#"{"id":1}"#).body["ok"],
             false,
             "a panic is an error reply"
         );
-        assert!(dispatch("ping", b"{not json", &Echo).body["error"]
+        assert!(echo().dispatch("ping", b"{not json").body["error"]
             .as_str()
             .unwrap()
             .starts_with("malformed JSON"));
         assert_eq!(
-            dispatch("ping", br#"{"x":1}"#, &Echo).body["error"],
+            echo().dispatch("ping", br#"{"x":1}"#).body["error"],
             "missing id"
         );
-        assert!(dispatch("ping", b"[1]", &Echo).body["error"]
+        assert!(echo().dispatch("ping", b"[1]").body["error"]
             .as_str()
             .unwrap()
             .contains("an array"));
         let big = format!(r#"{{"id":1,"x":"{}"}}"#, "a".repeat(MAX_COMMAND_BYTES));
-        assert!(dispatch("ping", big.as_bytes(), &Echo).body["error"]
+        assert!(echo().dispatch("ping", big.as_bytes()).body["error"]
             .as_str()
             .unwrap()
             .contains("exceeds"));
@@ -220,7 +249,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_bytes_get_a_reply_and_never_panic(name in "[a-z_]{1,12}", payload in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let r = dispatch(&name, &payload, &Echo);
+            let r = echo().dispatch(&name, &payload);
             prop_assert_eq!(r.body["ok"].is_boolean(), true);
             prop_assert_eq!(r.topic_suffix, format!("cmd/{name}/reply"));
         }
@@ -234,7 +263,7 @@ mod tests {
             let mut obj = serde_json::Map::new();
             for (k, v) in extra { obj.insert(k, json!(v)); }
             obj.insert("id".into(), id.clone());
-            let r = dispatch(&name, &serde_json::to_vec(&obj).unwrap(), &Echo);
+            let r = echo().dispatch(&name, &serde_json::to_vec(&obj).unwrap());
             prop_assert_eq!(&r.body["id"], &id);
         }
     }
