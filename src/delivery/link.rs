@@ -239,8 +239,23 @@ impl<C: LinkClient> MqttLink<C> {
             "outbox": self.delivery.status_fields(),
         })));
         let _ = self.control.send(Control::Stop);
-        let _ = tokio::time::timeout_at(deadline, self.forwarder).await;
-        while !self.delivery.with_state(|s| s.is_settled())
+        // Acknowledgements can only come over a live connection: without one, waiting for them
+        // (or for a hand-over stuck in the client's full queue) would only hold the stop until the
+        // deadline. An aborted hand-over loses nothing: its record stays in the outbox on disk.
+        let connected = || self.delivery.link.connected.load(Ordering::Relaxed);
+        let mut forwarder = self.forwarder;
+        loop {
+            if forwarder.is_finished() {
+                break;
+            }
+            if !connected() || tokio::time::Instant::now() >= deadline {
+                forwarder.abort();
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), &mut forwarder).await;
+        }
+        while connected()
+            && !self.delivery.with_state(|s| s.is_settled())
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -252,9 +267,14 @@ impl<C: LinkClient> MqttLink<C> {
             }
             self.delivery.outbox_stats.depth.load(Ordering::Relaxed)
         };
-        // With the broker unreachable the client's request queue is full and nobody drains it:
-        // never wait on it past the deadline (or the process would not stop).
-        let grace = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        // With the broker unreachable the client's request queue may be full and nobody drains
+        // it: then the DISCONNECT gets one second, not the rest of the deadline (the broker's last
+        // will says `offline` for us).
+        let grace = if connected() {
+            deadline.max(tokio::time::Instant::now() + Duration::from_secs(1))
+        } else {
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        };
         if tokio::time::timeout_at(grace, self.client.disconnect())
             .await
             .is_err()
@@ -349,6 +369,11 @@ async fn forward(
         tokio::select! {
             _ = delivery.wake.notified() => {}
             c = control.recv() => match c {
+                // Status and replies are for now: during an outage they would only fill the
+                // client's queue (and block this task on it); the last will covers `offline`, and
+                // the status is published again on reconnection.
+                Some(Control::Status(_) | Control::Reply(_))
+                    if !delivery.link.connected.load(Ordering::Relaxed) => {}
                 Some(Control::Status(v)) => {
                     let payload = serde_json::to_vec(&v).expect("json");
                     if !publish(format!("{prefix}/status"), payload, true, None).await {

@@ -284,3 +284,71 @@ async fn a_stored_record_larger_than_the_packet_limit_is_set_aside_and_the_queue
     assert_eq!(h.delivery.status_fields()["refused"], 1);
     assert_eq!(h.link.shutdown(Duration::from_millis(200)).await, 0);
 }
+
+/// A client whose request queue is full: nothing it is handed ever completes (rumqttc with the
+/// broker unreachable and its queue filled by the outage).
+#[derive(Clone)]
+struct StuckClient;
+
+impl LinkClient for StuckClient {
+    async fn publish(&self, _topic: String, _retain: bool, _payload: Vec<u8>) -> Result<(), ()> {
+        std::future::pending().await
+    }
+
+    fn try_subscribe(&self, _filter: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<(), ()> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_broker_unreachable_the_stop_does_not_wait_for_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(OutboxOptions {
+        dir: dir.path().to_owned(),
+        max_bytes: 1 << 20,
+        policy: FullPolicy::DropOldest,
+        segment_bytes: 1 << 16,
+    })
+    .unwrap();
+    let delivery = Delivery::new(outbox);
+    let (events, rx) = unbounded_channel();
+    let status: StatusFn = Arc::new(|| serde_json::json!({"state": "online"}));
+    let link = MqttLink::start_with(
+        StuckClient,
+        ScriptedEvents(rx),
+        "p".to_owned(),
+        delivery.clone(),
+        status,
+        Duration::from_secs(3600),
+        None,
+    );
+    // Connected once (the online status goes into the queue and sticks), then the broker goes.
+    events.send(connack()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    events
+        .send(LinkEvent::ConnectionLost {
+            error: "broker gone".to_owned(),
+            unwritten_lost: 0,
+        })
+        .unwrap();
+    for _ in 0..3 {
+        delivery
+            .emit("events/plate", |seq| {
+                serde_json::to_vec(&serde_json::json!({ "seq": seq })).unwrap()
+            })
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!delivery.link_stats().connected.load(Ordering::Relaxed));
+
+    // Virtual time: the measure is what the stop waits for, not how fast this machine is.
+    let started = tokio::time::Instant::now();
+    let left = link.shutdown(Duration::from_secs(15)).await;
+    let took = started.elapsed();
+    assert_eq!(left, 3, "the events stay in the outbox for the next start");
+    assert!(took <= Duration::from_secs(4), "stop took {took:?}");
+}
