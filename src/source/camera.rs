@@ -24,18 +24,69 @@ pub struct CameraHealth {
     pub dropped: AtomicU64,
     pub bad_frames: AtomicU64,
     pub reconnects: AtomicU64,
+    /// When the source last gave something (opened, a frame, a bad frame), in ms of [`mono_ms`].
+    last_progress_ms: AtomicU64,
+    /// How long without progress makes an open source stalled (0: not open yet).
+    stall_after_ms: AtomicU64,
+}
+
+/// A source that gives nothing for this long (or three frame intervals of a slow one) is stalled:
+/// reported `up: false` although it never reported an error (a read blocked on a dead stream).
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn mono_ms(at: Instant) -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    at.saturating_duration_since(start).as_millis() as u64
 }
 
 impl CameraHealth {
+    /// The source gave something: a frame (good or bad) or a successful open.
+    fn progressed(&self) {
+        self.last_progress_ms
+            .store(mono_ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// The source is open and expected to deliver a frame at least every `interval`.
+    fn opened(&self, interval: Option<Duration>) {
+        let stall_after = interval.map_or(STALL_AFTER, |i| STALL_AFTER.max(i * 3));
+        self.stall_after_ms
+            .store(stall_after.as_millis() as u64, Ordering::Relaxed);
+        self.progressed();
+        self.up.store(true, Ordering::Relaxed);
+    }
+
+    /// Seconds since the source last gave something, when it is open and has been silent for
+    /// longer than its stall limit.
+    pub fn stalled_for(&self, now: Instant) -> Option<f64> {
+        let limit = self.stall_after_ms.load(Ordering::Relaxed);
+        if !self.up.load(Ordering::Relaxed) || limit == 0 {
+            return None;
+        }
+        let silent = mono_ms(now).saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
+        (silent > limit).then(|| silent as f64 / 1000.0)
+    }
+
     /// A JSON summary for status messages.
     pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "up": self.up.load(Ordering::Relaxed),
+        self.snapshot_at(Instant::now())
+    }
+
+    /// [`snapshot`](Self::snapshot) as of `now`.
+    pub fn snapshot_at(&self, now: Instant) -> serde_json::Value {
+        let stalled = self.stalled_for(now);
+        let mut v = serde_json::json!({
+            "up": self.up.load(Ordering::Relaxed) && stalled.is_none(),
             "frames": self.frames.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "bad_frames": self.bad_frames.load(Ordering::Relaxed),
             "reconnects": self.reconnects.load(Ordering::Relaxed),
-        })
+        });
+        if let Some(s) = stalled {
+            v["stalled_s"] = ((s * 10.0).round() / 10.0).into();
+        }
+        v
     }
 }
 
@@ -195,7 +246,12 @@ fn run(
             health.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         reconnecting = false;
-        health.up.store(true, Ordering::Relaxed);
+        let interval = opts
+            .max_fps
+            .or_else(|| source.fps())
+            .filter(|fps| *fps > 0.0)
+            .map(|fps| Duration::from_secs_f64(1.0 / fps));
+        health.opened(interval);
         if announce {
             tracing::info!(camera = %opts.id, "camera streaming");
             announce = false;
@@ -218,7 +274,9 @@ fn run(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match source.next_frame() {
+            let next = source.next_frame();
+            health.progressed();
+            match next {
                 Ok(Some(frame)) => {
                     // Folder images are checked before decoding; a stream or video file of an
                     // absurd size is stopped here, before the pipeline scales it.
@@ -624,5 +682,89 @@ mod tests {
         assert_eq!(slot.take().unwrap().index, 2);
         slot.close();
         assert!(slot.take().is_none());
+    }
+
+    /// A live source whose second read blocks until the test lets it go (a dead stream).
+    struct Hanging {
+        reads: usize,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl FrameSource for Hanging {
+        fn open(&mut self) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn next_frame(&mut self) -> SourceResult {
+            self.reads += 1;
+            if self.reads > 1 {
+                let _ = self.release.recv();
+                return Ok(None);
+            }
+            Ok(Some(Frame {
+                image: Mat::new_rows_cols_with_default(16, 16, CV_8UC3, Scalar::all(0.0)).unwrap(),
+                t: 0.0,
+                captured_at: chrono::Utc::now(),
+                index: 0,
+            }))
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn fps(&self) -> Option<f64> {
+            Some(25.0)
+        }
+    }
+
+    #[test]
+    fn a_camera_blocked_in_a_read_is_reported_stalled_not_up() {
+        let (release, rx) = std::sync::mpsc::channel();
+        let slot = FrameSlot::new(Handoff::Newest);
+        let health = Arc::new(CameraHealth::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = CameraOptions {
+            id: "t".into(),
+            at_end: AtEnd::Stop,
+            max_fps: None,
+            backoff_start: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+        };
+        let src = Hanging {
+            reads: 0,
+            release: rx,
+        };
+        let h = spawn(Box::new(src), opts, slot.clone(), health.clone(), stop).unwrap();
+        assert!(slot.take().is_some(), "the first frame");
+        // The camera thread is now blocked in its second read. Judged as of later instants
+        // rather than by waiting, so the test does not depend on the machine's speed.
+        let now = Instant::now();
+        let fresh = health.snapshot_at(now);
+        assert_eq!(fresh["up"], true);
+        assert!(fresh.get("stalled_s").is_none());
+        let later = health.snapshot_at(now + STALL_AFTER + Duration::from_secs(2));
+        assert_eq!(later["up"], false, "{later}");
+        assert!(later["stalled_s"].as_f64().unwrap() >= STALL_AFTER.as_secs_f64());
+        release.send(()).unwrap();
+        h.join().unwrap();
+        assert_eq!(
+            health.stalled_for(now + Duration::from_secs(3600)),
+            None,
+            "ended, not stalled"
+        );
+    }
+
+    #[test]
+    fn a_slow_source_gets_three_frame_intervals_before_it_is_stalled() {
+        let health = CameraHealth::default();
+        let start = Instant::now();
+        health.opened(Some(Duration::from_secs(20)));
+        assert_eq!(health.stalled_for(start + Duration::from_secs(59)), None);
+        assert!(health
+            .stalled_for(start + Duration::from_secs(61))
+            .is_some());
+        let never_opened = CameraHealth::default();
+        assert_eq!(
+            never_opened.stalled_for(start + Duration::from_secs(3600)),
+            None
+        );
     }
 }
