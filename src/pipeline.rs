@@ -150,7 +150,7 @@ pub fn spawn(parts: PipelineParts) -> std::io::Result<JoinHandle<()>> {
 
 fn run(p: PipelineParts) {
     let qr = p.qr.as_ref().and_then(|(config, stats)| {
-        let slot = FrameSlot::new(crate::config::Handoff::Newest);
+        let slot = FrameSlot::new(crate::source::Handoff::Newest);
         let stage = qr_stage::spawn(QrStageParts {
             camera: p.camera.clone(),
             lane: p.lane.clone(),

@@ -13,6 +13,7 @@ pub use validate::{MAX_CAMERAS, MAX_READERS};
 
 use crate::delivery::{FullPolicy, OutboxOptions};
 use crate::models::ModelSet;
+use crate::source::{AtEnd, Handoff};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,28 +256,6 @@ impl Default for PlateConfig {
             retry_max_side: 0,
         }
     }
-}
-
-/// What a file source does when it reaches its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AtEnd {
-    /// Start again from the beginning (a looping test feed).
-    #[default]
-    Restart,
-    /// Stop the camera; `run` exits once every camera has stopped and all events are delivered.
-    Stop,
-}
-
-/// How frames are handed from a camera to its pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Handoff {
-    /// Live camera behaviour: the newest frame wins, older unprocessed frames are dropped (counted).
-    #[default]
-    Newest,
-    /// Every frame is processed (the source waits); for recorded input and evaluation.
-    Every,
 }
 
 /// One camera watching one lane.
