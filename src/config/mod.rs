@@ -425,13 +425,6 @@ impl Config {
     }
 }
 
-/// Whether `s` can stand as one MQTT topic level and one file name.
-pub(crate) fn is_topic_segment(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use super::{is_topic_segment, Config, ConfigIssue, Transport};
+use super::{Config, ConfigIssue, Transport};
 use crate::source::SourceSpec;
+use crate::topic::{is_topic_segment, TOPIC_SEGMENT_RULE};
 
 /// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
 /// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
@@ -120,7 +121,7 @@ impl Config {
             if !is_topic_segment(value) {
                 issue(
                     key,
-                    format!("{value:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+                    format!("{value:?} is not allowed: {TOPIC_SEGMENT_RULE}"),
                 );
             }
         }
@@ -342,7 +343,7 @@ impl Config {
             if !is_topic_segment(&cam.id) {
                 issue(
                     &key("id"),
-                    format!("{:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'", cam.id),
+                    format!("{:?} is not allowed: {TOPIC_SEGMENT_RULE}", cam.id),
                 );
             }
             if self.cameras[..i].iter().any(|c| c.id == cam.id) {
