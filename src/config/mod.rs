@@ -280,7 +280,7 @@ pub struct CameraConfig {
     /// The yard gate this camera watches, if any.
     pub yard: Option<crate::yard::config::CameraYardConfig>,
     /// QR decoding on this camera (`[camera.qr]`); off when absent.
-    pub qr: Option<crate::qr::stage::CameraQrConfig>,
+    pub qr: Option<crate::qr::config::CameraQrConfig>,
     /// The lane's region of interest: polygon `[[x, y], …]` in fractions of the frame; plates are
     /// looked for in its bounding rectangle and kept when their centre is inside.
     pub roi: Option<Vec<[f64; 2]>>,
