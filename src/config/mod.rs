@@ -5,13 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
+mod resolve;
 mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 pub use validate::{MAX_CAMERAS, MAX_READERS};
 
-use crate::delivery::{FullPolicy, OutboxOptions};
+use crate::delivery::FullPolicy;
 use crate::models::ModelSet;
 use crate::source::{AtEnd, Handoff};
 
@@ -199,22 +200,6 @@ impl Default for OutboxConfig {
     }
 }
 
-impl Config {
-    /// The outbox options in force.
-    pub fn outbox_options(&self) -> OutboxOptions {
-        OutboxOptions {
-            dir: self
-                .outbox
-                .dir
-                .clone()
-                .unwrap_or_else(|| self.state_dir.join("outbox")),
-            max_bytes: self.outbox.max_bytes,
-            policy: self.outbox.policy,
-            segment_bytes: (self.outbox.max_bytes / 16).clamp(4096, 16 << 20),
-        }
-    }
-}
-
 /// Plate reading thresholds and tracking.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,16 +275,6 @@ pub struct CameraConfig {
     /// Motion gating (`[camera.motion]`): still frames reuse the last reads instead of inference.
     #[serde(default)]
     pub motion: crate::motion::MotionConfig,
-}
-
-impl CameraConfig {
-    /// The camera's lane view settings (ROI polygon and minimum plate height).
-    pub fn lane_view(&self) -> crate::plate::lane_view::LaneViewConfig {
-        crate::plate::lane_view::LaneViewConfig {
-            roi: self.roi.clone(),
-            min_plate_height_px: self.min_plate_height_px,
-        }
-    }
 }
 
 fn default_state_dir() -> PathBuf {

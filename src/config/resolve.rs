@@ -1,0 +1,87 @@
+//! Resolution of a loaded configuration into the options each component takes: defaults filled
+//! in, paths derived, fixed tuning added. Components never see the configuration itself.
+
+use std::time::Duration;
+
+use super::{CameraConfig, Config, PlateConfig};
+use crate::delivery::OutboxOptions;
+use crate::plate::grammar::Region;
+use crate::plate::lane_view::LaneViewConfig;
+use crate::plate::reader::ReaderOptions;
+use crate::plate::tracker::TrackerOptions;
+use crate::source::camera::CameraOptions;
+
+/// Box overlap (IoU) that joins a read to a track. Low, and backed by matching on plate text,
+/// because at a few processed frames per second a moving plate's box shifts far between frames.
+const TRACK_MIN_IOU: f32 = 0.2;
+
+/// A camera that cannot be opened is retried after 1 s, the wait doubling up to 30 s: a short
+/// outage is bridged quickly, and a camera that stays down is not hammered.
+const CAMERA_BACKOFF_START: Duration = Duration::from_secs(1);
+const CAMERA_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Config {
+    /// The outbox options in force.
+    pub fn outbox_options(&self) -> OutboxOptions {
+        OutboxOptions {
+            dir: self
+                .outbox
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("outbox")),
+            max_bytes: self.outbox.max_bytes,
+            policy: self.outbox.policy,
+            segment_bytes: (self.outbox.max_bytes / 16).clamp(4096, 16 << 20),
+        }
+    }
+
+    /// The plate reader options in force.
+    pub fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
+            regions: self
+                .plates
+                .regions
+                .iter()
+                .filter_map(|r| Region::parse(r))
+                .collect(),
+            min_confidence: self.plates.min_confidence,
+            detector_max_side: self.plates.detector_max_side,
+            retry_max_side: self.plates.retry_max_side,
+            threads: self.runtime.threads,
+            ..ReaderOptions::default()
+        }
+    }
+}
+
+impl PlateConfig {
+    /// The tracker options in force.
+    pub fn tracker_options(&self) -> TrackerOptions {
+        TrackerOptions {
+            confirm_frames: self.confirm_frames,
+            lost_after: self.lost_after_s,
+            min_iou: TRACK_MIN_IOU,
+            settle: self.settle_s,
+        }
+    }
+}
+
+impl CameraConfig {
+    /// The camera thread's options.
+    pub fn camera_options(&self) -> CameraOptions {
+        CameraOptions {
+            id: self.id.clone(),
+            at_end: self.at_end,
+            max_fps: self.fps,
+            backoff_start: CAMERA_BACKOFF_START,
+            backoff_max: CAMERA_BACKOFF_MAX,
+        }
+    }
+
+    /// The camera's lane view settings (ROI polygon and minimum plate height).
+    pub fn lane_view(&self) -> LaneViewConfig {
+        LaneViewConfig {
+            roi: self.roi.clone(),
+            min_plate_height_px: self.min_plate_height_px,
+        }
+    }
+}
