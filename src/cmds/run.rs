@@ -136,12 +136,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         yards: yards.clone(),
     };
     let link = MqttLink::start(
-        &cfg,
+        &cfg.mqtt_options()?,
         delivery.clone(),
         status,
         Duration::from_secs(30),
         Some(Arc::new(commands)),
-    )?;
+    );
 
     tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
     let overstay_timer = {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 pub use validate::{MAX_CAMERAS, MAX_READERS};
 
+use crate::delivery::client::MqttProtocol;
 use crate::delivery::FullPolicy;
 use crate::models::ModelSet;
 use crate::source::{AtEnd, Handoff};
@@ -121,17 +122,6 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// A file holding the password (trailing newline ignored), so it need not be in this file.
     pub password_file: Option<PathBuf>,
-}
-
-/// The MQTT protocol version spoken to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum MqttProtocol {
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5: the same contract, and the broker's refusals of a publish become visible.
-    #[serde(rename = "5")]
-    V5,
 }
 
 /// How gatewatch reaches the broker.

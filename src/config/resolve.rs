@@ -1,9 +1,12 @@
 //! Resolution of a loaded configuration into the options each component takes: defaults filled
 //! in, paths derived, fixed tuning added. Components never see the configuration itself.
 
+use anyhow::Context;
+use std::path::Path;
 use std::time::Duration;
 
-use super::{CameraConfig, Config, PlateConfig};
+use super::{CameraConfig, Config, PlateConfig, Transport};
+use crate::delivery::client::{MqttOptions, TlsMaterial};
 use crate::delivery::OutboxOptions;
 use crate::plate::grammar::Region;
 use crate::plate::lane_view::LaneViewConfig;
@@ -33,6 +36,45 @@ impl Config {
             policy: self.outbox.policy,
             segment_bytes: (self.outbox.max_bytes / 16).clamp(4096, 16 << 20),
         }
+    }
+
+    /// The broker connection in force. It reads the TLS files and the password file, so it fails,
+    /// naming the key, when one of them cannot be read.
+    pub fn mqtt_options(&self) -> anyhow::Result<MqttOptions> {
+        let m = &self.mqtt;
+        let tls = if m.transport == Transport::Tls {
+            let read = |p: &Path, what: &str| {
+                std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+            };
+            let ca = read(&m.ca_file(), "mqtt.ca_file")?;
+            let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+                (Some(c), Some(k)) => Some((
+                    read(c, "mqtt.client_cert_file")?,
+                    read(k, "mqtt.client_key_file")?,
+                )),
+                _ => None,
+            };
+            Some(TlsMaterial { ca, client_auth })
+        } else {
+            None
+        };
+        let credentials = match &m.username {
+            Some(user) => {
+                let password = m.password().context("cannot read mqtt.password_file")?;
+                Some((user.clone(), password.unwrap_or_default()))
+            }
+            None => None,
+        };
+        Ok(MqttOptions {
+            protocol: m.protocol,
+            client_id: self.client_id(),
+            host: m.host.clone(),
+            port: m.port(),
+            tls,
+            keep_alive: Duration::from_secs(m.keep_alive_s),
+            topic_prefix: self.topic_prefix(),
+            credentials,
+        })
     }
 
     /// The plate reader options in force.
