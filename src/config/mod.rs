@@ -10,7 +10,6 @@ mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
-pub use validate::{MAX_CAMERAS, MAX_READERS};
 
 use crate::delivery::client::MqttProtocol;
 use crate::delivery::FullPolicy;
@@ -44,6 +43,15 @@ pub struct Config {
     #[serde(rename = "yard", default)]
     pub yards: Vec<crate::yard::config::YardConfig>,
 }
+
+/// Most `[[camera]]` tables: each camera runs two threads and holds frames in flight; a gate box
+/// serves a few lanes (measured: 4 cameras on 2 cores).
+pub const MAX_CAMERAS: usize = 32;
+
+/// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
+/// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
+/// never used.
+pub const MAX_READERS: usize = 16;
 
 /// ONNX Runtime settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

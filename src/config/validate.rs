@@ -4,17 +4,9 @@
 
 use std::path::Path;
 
-use super::{Config, ConfigIssue, Transport};
+use super::{Config, ConfigIssue, Transport, MAX_CAMERAS, MAX_READERS};
 use crate::source::SourceSpec;
 use crate::topic::{is_topic_segment, TOPIC_SEGMENT_RULE};
-
-/// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
-/// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
-/// never used.
-pub const MAX_READERS: usize = 16;
-/// Most `[[camera]]` tables: each camera runs two threads and holds frames in flight; a gate box
-/// serves a few lanes (measured: 4 cameras on 2 cores).
-pub const MAX_CAMERAS: usize = 32;
 
 /// Longest `mqtt.topic_prefix`: MQTT allows 65535 bytes per topic, many brokers far less, and the
 /// prefix is sent with every message (a 70,000-character one passed `check`).
