@@ -384,3 +384,53 @@ impl Config {
         issues
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_named_with_the_value_and_what_is_allowed() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+site = "s"
+device = "d"
+state_dir = "{}"
+[runtime]
+threads = 0
+readers = 17
+[mqtt]
+host = "h"
+transport = "tcp"
+keep_alive_s = 4
+[plates]
+min_confidence = 1.5
+confirm_frames = 101
+lost_after_s = 0.05
+settle_s = 61.0
+[[camera]]
+id = "c"
+lane = "l"
+url = "folder:/x"
+fps = 121.0
+"#,
+            state_dir.path().display()
+        );
+        let config: Config = toml::from_str(&text).unwrap();
+        let issues: Vec<String> = config.validate().iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            issues,
+            [
+                "runtime.threads: 0 is out of range: allowed 1 to 16",
+                "runtime.readers: 17 is out of range: allowed 0 (one per camera, at most one per CPU core) to 16",
+                "mqtt.keep_alive_s: 4 is out of range: allowed 5 to 3600 seconds",
+                "plates.min_confidence: 1.5 is out of range: allowed 0.0 to 1.0",
+                "plates.confirm_frames: 101 is out of range: allowed 1 to 100",
+                "plates.lost_after_s: 0.05 is out of range: allowed 0.1 to 3600 seconds",
+                "plates.settle_s: 61 is out of range: allowed 0 to 60 seconds",
+                "camera[0].fps: 121 is out of range: allowed 0.1 to 120",
+            ]
+        );
+    }
+}
