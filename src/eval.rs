@@ -222,18 +222,13 @@ pub struct AsRunOptions {
 }
 
 impl AsRunOptions {
-    /// The config defaults of `run`, at 5 fps, each image shown for one second.
-    pub fn from_plates(plates: &crate::config::PlateConfig) -> Self {
+    /// `run`'s tracking (`tracker`) at 5 fps, each image shown for one second.
+    pub fn with_tracker(tracker: TrackerOptions) -> Self {
         Self {
             fps: 5.0,
             show_s: 1.0,
-            gap_s: plates.lost_after_s + 1.0,
-            tracker: TrackerOptions {
-                confirm_frames: plates.confirm_frames,
-                lost_after: plates.lost_after_s,
-                min_iou: 0.2,
-                settle: plates.settle_s,
-            },
+            gap_s: tracker.lost_after + 1.0,
+            tracker,
             motion: MotionConfig::default(),
         }
     }

@@ -21,5 +21,6 @@ pub mod qr;
 pub mod redact;
 pub mod source;
 pub mod state_dir;
+pub mod topic;
 pub mod vision;
 pub mod yard;

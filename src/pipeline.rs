@@ -12,7 +12,8 @@ use crate::plate::lane::PlateLane;
 use crate::plate::lane_view::LaneViewConfig;
 use crate::plate::reader::PlateReader;
 use crate::plate::tracker::{ClosedTrack, Passage, TrackerOptions};
-use crate::qr::stage::{self as qr_stage, CameraQrConfig, QrStageParts, QrStats};
+use crate::qr::config::CameraQrConfig;
+use crate::qr::stage::{self as qr_stage, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
 use crate::yard::config::{entering, CameraYardConfig, LaneRole};
@@ -150,7 +151,7 @@ pub fn spawn(parts: PipelineParts) -> std::io::Result<JoinHandle<()>> {
 
 fn run(p: PipelineParts) {
     let qr = p.qr.as_ref().and_then(|(config, stats)| {
-        let slot = FrameSlot::new(crate::config::Handoff::Newest);
+        let slot = FrameSlot::new(crate::source::Handoff::Newest);
         let stage = qr_stage::spawn(QrStageParts {
             camera: p.camera.clone(),
             lane: p.lane.clone(),

@@ -74,7 +74,13 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
                 "uptime_s": 0, "cameras": {}, "outbox": d.status_fields()})
         })
     };
-    let link = MqttLink::start(&cfg, delivery.clone(), status, Duration::from_secs(1), None)?;
+    let link = MqttLink::start(
+        &cfg.mqtt_options()?,
+        delivery.clone(),
+        status,
+        Duration::from_secs(1),
+        None,
+    );
     let start = Instant::now();
     let mut append_us = Vec::with_capacity(*n as usize);
     let mut rejected = 0u64;
@@ -150,7 +156,7 @@ fn direct_baseline(cfg: &Config, n: u64, rate: f64, wait_s: u64) -> Result<ExitC
         .build()?;
     let topic = format!("{}/{}", cfg.topic_prefix(), PlateEvent::TOPIC);
     rt.block_on(async move {
-        let (client, mut eventloop) = AsyncClient::new(crate::delivery::client::v4_options(cfg)?, 1024);
+        let (client, mut eventloop) = AsyncClient::new(crate::delivery::client::v4_options(&cfg.mqtt_options()?), 1024);
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = acked.clone();
         let poll = tokio::spawn(async move {

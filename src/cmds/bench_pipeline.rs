@@ -184,8 +184,8 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
             c.id = format!("cam{}", i + 1);
             c.url = source.display().to_string();
             c.fps = None;
-            c.handoff = crate::config::Handoff::Newest;
-            c.at_end = crate::config::AtEnd::Restart;
+            c.handoff = crate::source::Handoff::Newest;
+            c.at_end = crate::source::AtEnd::Restart;
             c.qr = None;
             c.yard = None;
             c.motion.enabled = c.motion.enabled && !args.no_motion_gate;

@@ -116,7 +116,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                 }
             };
             let (outcomes, withheld) = if *as_run {
-                let opts = eval::AsRunOptions::from_plates(&defaults);
+                let opts = eval::AsRunOptions::with_tracker(defaults.tracker_options());
                 let (o, w) = eval::evaluate_as_run(&mut reader, &samples, &opts, progress)?;
                 (o, Some(w))
             } else {

@@ -13,9 +13,8 @@ use crate::config::{CameraConfig, Config};
 use crate::event::EventFactory;
 use crate::pipeline::{self, PipelineParts, PipelineStats, StageTimes, YardLane};
 use crate::plate::reader::PlateReader;
-use crate::plate::tracker::TrackerOptions;
 use crate::qr::stage::QrStats;
-use crate::source::camera::{self, CameraHealth, CameraOptions, FrameSlot};
+use crate::source::camera::{self, CameraHealth, FrameSlot};
 use crate::source::SourceSpec;
 use crate::yard::service::YardService;
 
@@ -38,7 +37,7 @@ pub fn load_readers(cfg: &Config, model_dir: &Path, cameras: usize) -> Result<Ve
                 cfg.models.set,
                 model_dir,
                 cfg.runtime.onnxruntime.as_deref(),
-                super::run::reader_options(cfg),
+                cfg.reader_options(),
             )
             .with_context(|| format!("cannot load model set {:?}", cfg.models.set.as_str()))?;
             Ok(Arc::new(Mutex::new(reader)))
@@ -93,16 +92,9 @@ impl Lanes {
             let qr_stats = Arc::new(QrStats::default());
             let latest = Arc::new(Mutex::new(None));
             let slot = FrameSlot::new(cam.handoff);
-            let opts = CameraOptions {
-                id: cam.id.clone(),
-                at_end: cam.at_end,
-                max_fps: cam.fps,
-                backoff_start: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(30),
-            };
             lanes.camera_threads.push(camera::spawn(
                 spec.build(cam.fps),
-                opts,
+                cam.camera_options(),
                 slot.clone(),
                 health.clone(),
                 deps.stop.clone(),
@@ -113,12 +105,7 @@ impl Lanes {
                 live,
                 slot: slot.clone(),
                 reader: deps.readers[i % deps.readers.len()].clone(),
-                tracker: TrackerOptions {
-                    confirm_frames: cfg.plates.confirm_frames,
-                    lost_after: cfg.plates.lost_after_s,
-                    min_iou: 0.2,
-                    settle: cfg.plates.settle_s,
-                },
+                tracker: cfg.plates.tracker_options(),
                 events: deps.events.clone(),
                 stats: stats.clone(),
                 latest: latest.clone(),

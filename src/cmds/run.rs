@@ -13,8 +13,6 @@ use crate::config::Config;
 use crate::delivery::{Delivery, MqttLink, Outbox, StatusFn};
 use crate::event::{format_ts, EventFactory};
 use crate::models;
-use crate::plate::grammar::Region;
-use crate::plate::reader::ReaderOptions;
 use crate::source::capture;
 use crate::state_dir;
 use crate::yard::service::YardService;
@@ -25,23 +23,6 @@ pub struct RunArgs {
     /// The configuration file.
     #[arg(long, short)]
     pub config: PathBuf,
-}
-
-/// Reader options from the config.
-pub fn reader_options(cfg: &Config) -> ReaderOptions {
-    ReaderOptions {
-        regions: cfg
-            .plates
-            .regions
-            .iter()
-            .filter_map(|r| Region::parse(r))
-            .collect(),
-        min_confidence: cfg.plates.min_confidence,
-        detector_max_side: cfg.plates.detector_max_side,
-        retry_max_side: cfg.plates.retry_max_side,
-        threads: cfg.runtime.threads,
-        ..ReaderOptions::default()
-    }
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -158,12 +139,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         yards: yards.clone(),
     };
     let link = MqttLink::start(
-        &cfg,
+        &cfg.mqtt_options()?,
         delivery.clone(),
         status,
         Duration::from_secs(30),
         Some(Arc::new(commands.into_commands())),
-    )?;
+    );
 
     tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
     let overstay_timer = {

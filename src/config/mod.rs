@@ -5,14 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
+mod resolve;
 mod toml_error;
 mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
-pub use validate::{MAX_CAMERAS, MAX_READERS};
 
-use crate::delivery::{FullPolicy, OutboxOptions};
+use crate::delivery::client::MqttProtocol;
+use crate::delivery::FullPolicy;
 use crate::models::ModelSet;
+use crate::source::{AtEnd, Handoff};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +43,15 @@ pub struct Config {
     #[serde(rename = "yard", default)]
     pub yards: Vec<crate::yard::config::YardConfig>,
 }
+
+/// Most `[[camera]]` tables: each camera runs two threads and holds frames in flight; a gate box
+/// serves a few lanes (measured: 4 cameras on 2 cores).
+pub const MAX_CAMERAS: usize = 32;
+
+/// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
+/// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
+/// never used.
+pub const MAX_READERS: usize = 16;
 
 /// ONNX Runtime settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,17 +132,6 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
 }
 
-/// The MQTT protocol version spoken to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum MqttProtocol {
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5: the same contract, and the broker's refusals of a publish become visible.
-    #[serde(rename = "5")]
-    V5,
-}
-
 /// How gatewatch reaches the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -198,22 +198,6 @@ impl Default for OutboxConfig {
     }
 }
 
-impl Config {
-    /// The outbox options in force.
-    pub fn outbox_options(&self) -> OutboxOptions {
-        OutboxOptions {
-            dir: self
-                .outbox
-                .dir
-                .clone()
-                .unwrap_or_else(|| self.state_dir.join("outbox")),
-            max_bytes: self.outbox.max_bytes,
-            policy: self.outbox.policy,
-            segment_bytes: (self.outbox.max_bytes / 16).clamp(4096, 16 << 20),
-        }
-    }
-}
-
 /// Plate reading thresholds and tracking.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,28 +241,6 @@ impl Default for PlateConfig {
     }
 }
 
-/// What a file source does when it reaches its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AtEnd {
-    /// Start again from the beginning (a looping test feed).
-    #[default]
-    Restart,
-    /// Stop the camera; `run` exits once every camera has stopped and all events are delivered.
-    Stop,
-}
-
-/// How frames are handed from a camera to its pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Handoff {
-    /// Live camera behaviour: the newest frame wins, older unprocessed frames are dropped (counted).
-    #[default]
-    Newest,
-    /// Every frame is processed (the source waits); for recorded input and evaluation.
-    Every,
-}
-
 /// One camera watching one lane.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,7 +263,7 @@ pub struct CameraConfig {
     /// The yard gate this camera watches, if any.
     pub yard: Option<crate::yard::config::CameraYardConfig>,
     /// QR decoding on this camera (`[camera.qr]`); off when absent.
-    pub qr: Option<crate::qr::stage::CameraQrConfig>,
+    pub qr: Option<crate::qr::config::CameraQrConfig>,
     /// The lane's region of interest: polygon `[[x, y], …]` in fractions of the frame; plates are
     /// looked for in its bounding rectangle and kept when their centre is inside.
     pub roi: Option<Vec<[f64; 2]>>,
@@ -311,16 +273,6 @@ pub struct CameraConfig {
     /// Motion gating (`[camera.motion]`): still frames reuse the last reads instead of inference.
     #[serde(default)]
     pub motion: crate::motion::MotionConfig,
-}
-
-impl CameraConfig {
-    /// The camera's lane view settings (ROI polygon and minimum plate height).
-    pub fn lane_view(&self) -> crate::plate::lane_view::LaneViewConfig {
-        crate::plate::lane_view::LaneViewConfig {
-            roi: self.roi.clone(),
-            min_plate_height_px: self.min_plate_height_px,
-        }
-    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -444,13 +396,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("gatewatch-{}-{}", self.site, self.device))
     }
-}
-
-/// Whether `s` can stand as one MQTT topic level and one file name.
-pub(crate) fn is_topic_segment(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

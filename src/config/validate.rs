@@ -2,22 +2,27 @@
 //! what is allowed. Parts that belong to a feature (yards, QR, lane view, motion gate) validate
 //! themselves and are called from here.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
-use super::{is_topic_segment, Config, ConfigIssue, Transport};
+use super::{Config, ConfigIssue, Transport, MAX_CAMERAS, MAX_READERS};
 use crate::source::SourceSpec;
-
-/// Most model copies (`runtime.readers`): each holds 300-450 MB (measured peak RSS per copy at
-/// 1080p), so 16 is already more memory than a gate box has, and more copies than cameras are
-/// never used.
-pub const MAX_READERS: usize = 16;
-/// Most `[[camera]]` tables: each camera runs two threads and holds frames in flight; a gate box
-/// serves a few lanes (measured: 4 cameras on 2 cores).
-pub const MAX_CAMERAS: usize = 32;
+use crate::topic::{is_topic_segment, TOPIC_SEGMENT_RULE};
 
 /// Longest `mqtt.topic_prefix`: MQTT allows 65535 bytes per topic, many brokers far less, and the
 /// prefix is sent with every message (a 70,000-character one passed `check`).
 pub const MAX_TOPIC_PREFIX_BYTES: usize = 256;
+
+/// The message for a `value` outside `range`, stated as `allowed` ("0.1 to 3600 seconds"): every
+/// range problem names the value and what is allowed alike.
+fn out_of_range<T: PartialOrd + Display>(
+    value: T,
+    range: RangeInclusive<T>,
+    allowed: &str,
+) -> Option<String> {
+    (!range.contains(&value)).then(|| format!("{value} is out of range: allowed {allowed}"))
+}
 
 /// A file that can be opened for reading (a directory opens too, but cannot be read).
 fn readable_file(path: &Path) -> std::io::Result<()> {
@@ -120,24 +125,22 @@ impl Config {
             if !is_topic_segment(value) {
                 issue(
                     key,
-                    format!("{value:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+                    format!("{value:?} is not allowed: {TOPIC_SEGMENT_RULE}"),
                 );
             }
         }
-        if self.runtime.threads == 0 || self.runtime.threads > 16 {
-            issue(
-                "runtime.threads",
-                format!("{} is out of range: allowed 1 to 16", self.runtime.threads),
-            );
-        }
-        if self.runtime.readers > MAX_READERS {
-            issue(
-                "runtime.readers",
-                format!(
-                    "{} is out of range: allowed 0 (one per camera, at most one per CPU core) to {MAX_READERS}",
-                    self.runtime.readers
-                ),
-            );
+        let r = &self.runtime;
+        let readers_allowed =
+            format!("0 (one per camera, at most one per CPU core) to {MAX_READERS}");
+        #[rustfmt::skip]
+        let ranges = [
+            ("runtime.threads", out_of_range(r.threads, 1..=16, "1 to 16")),
+            ("runtime.readers", out_of_range(r.readers, 0..=MAX_READERS, &readers_allowed)),
+        ];
+        for (key, problem) in ranges {
+            if let Some(message) = problem {
+                issue(key, message);
+            }
         }
         if let Err(e) = check_host(&self.mqtt.host) {
             issue("mqtt.host", e);
@@ -206,14 +209,8 @@ impl Config {
                 );
             }
         }
-        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
-            issue(
-                "mqtt.keep_alive_s",
-                format!(
-                    "{} is out of range: allowed 5 to 3600 seconds",
-                    self.mqtt.keep_alive_s
-                ),
-            );
+        if let Some(message) = out_of_range(m.keep_alive_s, 5..=3600, "5 to 3600 seconds") {
+            issue("mqtt.keep_alive_s", message);
         }
         if let Some(prefix) = &self.mqtt.topic_prefix {
             if prefix.len() > MAX_TOPIC_PREFIX_BYTES {
@@ -250,32 +247,17 @@ impl Config {
             );
         }
         let p = &self.plates;
-        if !(0.0..=1.0).contains(&p.min_confidence) {
-            issue(
-                "plates.min_confidence",
-                format!("{} is out of range: allowed 0.0 to 1.0", p.min_confidence),
-            );
-        }
-        if !(1..=100).contains(&p.confirm_frames) {
-            issue(
-                "plates.confirm_frames",
-                format!("{} is out of range: allowed 1 to 100", p.confirm_frames),
-            );
-        }
-        if !(0.1..=3600.0).contains(&p.lost_after_s) {
-            issue(
-                "plates.lost_after_s",
-                format!(
-                    "{} is out of range: allowed 0.1 to 3600 seconds",
-                    p.lost_after_s
-                ),
-            );
-        }
-        if !(0.0..=60.0).contains(&p.settle_s) {
-            issue(
-                "plates.settle_s",
-                format!("{} is out of range: allowed 0 to 60 seconds", p.settle_s),
-            );
+        #[rustfmt::skip]
+        let ranges = [
+            ("plates.min_confidence", out_of_range(p.min_confidence, 0.0..=1.0, "0.0 to 1.0")),
+            ("plates.confirm_frames", out_of_range(p.confirm_frames, 1..=100, "1 to 100")),
+            ("plates.lost_after_s", out_of_range(p.lost_after_s, 0.1..=3600.0, "0.1 to 3600 seconds")),
+            ("plates.settle_s", out_of_range(p.settle_s, 0.0..=60.0, "0 to 60 seconds")),
+        ];
+        for (key, problem) in ranges {
+            if let Some(message) = problem {
+                issue(key, message);
+            }
         }
         if p.regions.is_empty() {
             issue(
@@ -342,7 +324,7 @@ impl Config {
             if !is_topic_segment(&cam.id) {
                 issue(
                     &key("id"),
-                    format!("{:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'", cam.id),
+                    format!("{:?} is not allowed: {TOPIC_SEGMENT_RULE}", cam.id),
                 );
             }
             if self.cameras[..i].iter().any(|c| c.id == cam.id) {
@@ -363,13 +345,11 @@ impl Config {
             if let Err(e) = SourceSpec::parse(&cam.url) {
                 issue(&key("url"), e);
             }
-            if let Some(fps) = cam.fps {
-                if !(0.1..=120.0).contains(&fps) {
-                    issue(
-                        &key("fps"),
-                        format!("{fps} is out of range: allowed 0.1 to 120"),
-                    );
-                }
+            if let Some(message) = cam
+                .fps
+                .and_then(|f| out_of_range(f, 0.1..=120.0, "0.1 to 120"))
+            {
+                issue(&key("fps"), message);
             }
         }
         for (i, cam) in self.cameras.iter().enumerate() {
@@ -389,5 +369,55 @@ impl Config {
             .collect();
         crate::yard::config::validate(&self.yards, &camera_yards, &mut issue);
         issues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_named_with_the_value_and_what_is_allowed() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+site = "s"
+device = "d"
+state_dir = "{}"
+[runtime]
+threads = 0
+readers = 17
+[mqtt]
+host = "h"
+transport = "tcp"
+keep_alive_s = 4
+[plates]
+min_confidence = 1.5
+confirm_frames = 101
+lost_after_s = 0.05
+settle_s = 61.0
+[[camera]]
+id = "c"
+lane = "l"
+url = "folder:/x"
+fps = 121.0
+"#,
+            state_dir.path().display()
+        );
+        let config: Config = toml::from_str(&text).unwrap();
+        let issues: Vec<String> = config.validate().iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            issues,
+            [
+                "runtime.threads: 0 is out of range: allowed 1 to 16",
+                "runtime.readers: 17 is out of range: allowed 0 (one per camera, at most one per CPU core) to 16",
+                "mqtt.keep_alive_s: 4 is out of range: allowed 5 to 3600 seconds",
+                "plates.min_confidence: 1.5 is out of range: allowed 0.0 to 1.0",
+                "plates.confirm_frames: 101 is out of range: allowed 1 to 100",
+                "plates.lost_after_s: 0.05 is out of range: allowed 0.1 to 3600 seconds",
+                "plates.settle_s: 61 is out of range: allowed 0 to 60 seconds",
+                "camera[0].fps: 121 is out of range: allowed 0.1 to 120",
+            ]
+        );
     }
 }

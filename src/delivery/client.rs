@@ -1,12 +1,47 @@
 //! The MQTT client behind the broker link, in the protocol version the config asks for: rumqttc has
 //! separate clients for MQTT 3.1.1 and 5, and the link's state machine should not care which. This
-//! module builds either from the config and presents both as one client and one event stream.
+//! module builds either from [`MqttOptions`] and presents both as one client and one event stream.
 
-use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::config::{Config, MqttProtocol, Transport};
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: the same contract, and the broker's refusals of a publish become visible.
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// How to reach the broker, resolved from the configuration (`Config::mqtt_options`): the TLS
+/// files and the password are already read. Not `Debug`: it holds the password and the key.
+#[derive(Clone)]
+pub struct MqttOptions {
+    pub protocol: MqttProtocol,
+    pub client_id: String,
+    pub host: String,
+    pub port: u16,
+    /// TLS with this trust and client certificate; plain TCP when `None`.
+    pub tls: Option<TlsMaterial>,
+    pub keep_alive: Duration,
+    /// Every topic is under it; the retained offline status (last will) is `<prefix>/status`.
+    pub topic_prefix: String,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+}
+
+/// PEM contents for TLS.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// CA certificates the broker's certificate must chain to.
+    pub ca: Vec<u8>,
+    /// Client certificate and private key, for mutual TLS.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
 
 /// What the link needs to know of the broker's traffic.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,18 +112,18 @@ enum EventLoop {
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
-/// Builds the client and its event loop for `cfg.mqtt.protocol`, with `cap` queued requests.
-pub fn connect(cfg: &Config, cap: usize) -> anyhow::Result<(Client, EventStream)> {
-    Ok(match cfg.mqtt.protocol {
+/// Builds the client and its event loop for `opts.protocol`, with `cap` queued requests.
+pub fn connect(opts: &MqttOptions, cap: usize) -> (Client, EventStream) {
+    match opts.protocol {
         MqttProtocol::V311 => {
-            let (c, e) = rumqttc::AsyncClient::new(v4_options(cfg)?, cap);
+            let (c, e) = rumqttc::AsyncClient::new(v4_options(opts), cap);
             (Client::V4(c), EventStream::new(EventLoop::V4(Box::new(e))))
         }
         MqttProtocol::V5 => {
-            let (c, e) = rumqttc::v5::AsyncClient::new(v5_options(cfg)?, cap);
+            let (c, e) = rumqttc::v5::AsyncClient::new(v5_options(opts), cap);
             (Client::V5(c), EventStream::new(EventLoop::V5(Box::new(e))))
         }
-    })
+    }
 }
 
 impl LinkClient for Client {
@@ -269,18 +304,6 @@ fn v5_event(ev: rumqttc::v5::Event) -> LinkEvent {
     }
 }
 
-/// The parts of the options both versions share, read from the config.
-struct Common {
-    client_id: String,
-    host: String,
-    port: u16,
-    tls: Option<rumqttc::Transport>,
-    keep_alive: Duration,
-    will_topic: String,
-    will_payload: Vec<u8>,
-    credentials: Option<(String, String)>,
-}
-
 /// rumqttc's default limit is 10 KiB both ways: too small for a snapshot reply. Incoming packets
 /// may be up to 1 MiB so that an oversized command (refused above 16 KiB) is read and answered
 /// with an error instead of breaking the connection; only larger ones drop it (logged).
@@ -293,94 +316,64 @@ pub(super) fn fits_packet(topic: &str, payload: &[u8]) -> bool {
     topic.len() + payload.len() + 32 <= MAX_PACKET
 }
 
-fn common(cfg: &Config) -> anyhow::Result<Common> {
-    let m = &cfg.mqtt;
-    let tls = if m.transport == Transport::Tls {
-        let read = |p: &std::path::Path, what: &str| {
-            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
-        };
-        let ca = read(&m.ca_file(), "mqtt.ca_file")?;
-        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-            (Some(c), Some(k)) => Some((
-                read(c, "mqtt.client_cert_file")?,
-                read(k, "mqtt.client_key_file")?,
-            )),
-            _ => None,
-        };
-        Some(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            },
-        ))
-    } else {
-        None
-    };
-    let credentials = match &m.username {
-        Some(user) => {
-            let password = m.password().context("cannot read mqtt.password_file")?;
-            Some((user.clone(), password.unwrap_or_default()))
-        }
-        None => None,
-    };
-    Ok(Common {
-        client_id: cfg.client_id(),
-        host: m.host.clone(),
-        port: m.port(),
-        tls,
-        keep_alive: Duration::from_secs(m.keep_alive_s),
-        will_topic: format!("{}/status", cfg.topic_prefix()),
-        will_payload: serde_json::to_vec(&serde_json::json!({"state": "offline"}))
-            .expect("static json"),
-        credentials,
+fn transport(tls: &TlsMaterial) -> rumqttc::Transport {
+    rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+        ca: tls.ca.clone(),
+        alpn: None,
+        client_auth: tls.client_auth.clone(),
     })
+}
+
+fn will_topic(opts: &MqttOptions) -> String {
+    format!("{}/status", opts.topic_prefix)
+}
+
+fn will_payload() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"state": "offline"})).expect("static json")
 }
 
 /// MQTT 3.1.1 options: transport (TLS with CA and optional client certificate, or plain TCP when
 /// configured), credentials, and the retained `offline` last will.
-pub fn v4_options(cfg: &Config) -> anyhow::Result<rumqttc::MqttOptions> {
-    let c = common(cfg)?;
-    let mut o = rumqttc::MqttOptions::new(c.client_id, c.host, c.port);
+pub fn v4_options(opts: &MqttOptions) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(&opts.client_id, &opts.host, opts.port);
     // The link resends what a lost connection took with it (`link_state`); a session kept by
     // the broker would only add a second, unordered copy of the same publishes.
     o.set_clean_session(true);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    if let Some(t) = c.tls {
-        o.set_transport(t);
+    if let Some(tls) = &opts.tls {
+        o.set_transport(transport(tls));
     }
-    o.set_keep_alive(c.keep_alive);
+    o.set_keep_alive(opts.keep_alive);
     o.set_last_will(rumqttc::LastWill::new(
-        c.will_topic,
-        c.will_payload,
+        will_topic(opts),
+        will_payload(),
         rumqttc::QoS::AtLeastOnce,
         true,
     ));
-    if let Some((user, password)) = c.credentials {
+    if let Some((user, password)) = &opts.credentials {
         o.set_credentials(user, password);
     }
-    Ok(o)
+    o
 }
 
 /// MQTT 5 options: the same settings as [`v4_options`].
-pub fn v5_options(cfg: &Config) -> anyhow::Result<rumqttc::v5::MqttOptions> {
-    let c = common(cfg)?;
-    let mut o = rumqttc::v5::MqttOptions::new(c.client_id, c.host, c.port);
+pub fn v5_options(opts: &MqttOptions) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(&opts.client_id, &opts.host, opts.port);
     o.set_clean_start(true); // as in `v4_options`
     o.set_max_packet_size(Some(MAX_PACKET as u32));
-    if let Some(t) = c.tls {
-        o.set_transport(t);
+    if let Some(tls) = &opts.tls {
+        o.set_transport(transport(tls));
     }
-    o.set_keep_alive(c.keep_alive);
+    o.set_keep_alive(opts.keep_alive);
     o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
-        c.will_topic,
-        c.will_payload,
+        will_topic(opts),
+        will_payload(),
         rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
         true,
         None,
     ));
-    if let Some((user, password)) = c.credentials {
+    if let Some((user, password)) = &opts.credentials {
         o.set_credentials(user, password);
     }
-    Ok(o)
+    o
 }

@@ -9,7 +9,7 @@
 //! reconnection. An MQTT 5 PUBACK may also refuse a message, which is counted and logged
 //! (retrying a refused message would only block the queue behind it).
 
-use super::client::{self, Client, LinkClient, LinkEvent, LinkEvents};
+use super::client::{self, Client, LinkClient, LinkEvent, LinkEvents, MqttOptions};
 use super::link_state::{LinkCounters, LinkState, PubAckOutcome};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::outbox::{AppendError, Outbox, OutboxStats};
-use crate::config::Config;
 use crate::hub::{Commands, Reply};
 
 /// Produces the current status JSON (state `online`).
@@ -151,22 +150,22 @@ impl MqttLink {
     /// Starts the link (connecting in the background, retrying with backoff). Must be called
     /// inside a Tokio runtime.
     pub fn start(
-        cfg: &Config,
+        opts: &MqttOptions,
         delivery: Arc<Delivery>,
         status: StatusFn,
         status_every: Duration,
         commands: Option<Arc<Commands>>,
-    ) -> anyhow::Result<MqttLink> {
-        let (client, eventloop) = client::connect(cfg, 64)?;
-        Ok(MqttLink::start_with(
+    ) -> MqttLink {
+        let (client, eventloop) = client::connect(opts, 64);
+        MqttLink::start_with(
             client,
             eventloop,
-            cfg.topic_prefix(),
+            opts.topic_prefix.clone(),
             delivery,
             status,
             status_every,
             commands,
-        ))
+        )
     }
 }
 

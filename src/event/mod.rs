@@ -6,10 +6,12 @@
 //! Adding an event kind: a file beside `plate.rs` with the body struct and its `EventKind` impl, a
 //! JSON Schema in `docs/schema/`, a section in `docs/events.md`.
 
+mod kind;
 mod plate;
 mod qr;
 mod yard;
 
+pub use kind::EventKind;
 pub use plate::PlateEvent;
 pub use qr::QrEvent;
 pub use yard::{InsideVehicle, Match, YardEvent, YardEventKind};
@@ -21,14 +23,6 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::delivery::{AppendError, Delivery};
-
-/// A kind of event: the body that follows the envelope, with its schema id and topic.
-pub trait EventKind: Serialize {
-    /// `name/version`, e.g. `gatewatch.plate/1`; bump the version on any incompatible change.
-    const SCHEMA: &'static str;
-    /// Topic under the device's prefix, e.g. `events/plate`.
-    const TOPIC: &'static str;
-}
 
 /// Where an event comes from: the camera and lane it names (`hub`/`timer` for events that no
 /// camera saw, such as a yard change the hub commanded).

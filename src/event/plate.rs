@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EventKind;
+use super::kind::EventKind;
 
 /// A vehicle passage with its plate read (topic `…/events/plate`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

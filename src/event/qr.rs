@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EventKind;
+use super::kind::EventKind;
 
 /// A code read in the lane (topic `…/events/qr`), after the common envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

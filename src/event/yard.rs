@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::EventKind;
+use super::kind::EventKind;
 
 /// What happened at a yard (field `kind` of `…/events/yard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

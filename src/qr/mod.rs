@@ -5,6 +5,7 @@
 //! wrapped so that a panic on the Rust side of the binding becomes an error that is counted, and
 //! the process keeps serving.
 
+pub mod config;
 pub mod eval;
 pub mod stage;
 

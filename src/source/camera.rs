@@ -10,8 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Frame, FrameSource, SourceError};
-use crate::config::{AtEnd, Handoff};
+use super::{AtEnd, Frame, FrameSource, Handoff, SourceError};
 // Every source's errors are logged through `redact::text`: a source that quotes its URL (or an
 // OpenCV message that does) cannot put camera credentials in the journal.
 use crate::redact;

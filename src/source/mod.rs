@@ -11,6 +11,7 @@ pub mod v4l2;
 
 use chrono::{DateTime, Utc};
 use opencv::core::Mat;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Seconds since the process started, on a monotonic clock: the stream time of live sources, so
@@ -21,6 +22,28 @@ pub fn process_clock() -> f64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_secs_f64()
+}
+
+/// What a file source does when it reaches its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AtEnd {
+    /// Start again from the beginning (a looping test feed).
+    #[default]
+    Restart,
+    /// Stop the camera; `run` exits once every camera has stopped and all events are delivered.
+    Stop,
+}
+
+/// How frames are handed from a camera to its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// Live camera behaviour: the newest frame wins, older unprocessed frames are dropped (counted).
+    #[default]
+    Newest,
+    /// Every frame is processed (the source waits); for recorded input and evaluation.
+    Every,
 }
 
 /// A frame and when it was taken.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::engine::YardRules;
+use crate::topic::{is_topic_segment, TOPIC_SEGMENT_RULE};
 
 /// `[[yard]]`: a yard whose occupancy gatewatch keeps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,13 +92,10 @@ pub fn validate(
 ) {
     for (i, y) in yards.iter().enumerate() {
         let key = |k: &str| format!("yard[{i}].{k}");
-        if !crate::config::is_topic_segment(&y.id) {
+        if !is_topic_segment(&y.id) {
             issue(
                 &key("id"),
-                format!(
-                    "{:?} is not allowed: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                    y.id
-                ),
+                format!("{:?} is not allowed: {TOPIC_SEGMENT_RULE}", y.id),
             );
         }
         if yards[..i].iter().any(|o| o.id == y.id) {
