@@ -4,6 +4,7 @@
 //! [`delivery`] publishes over MQTT. [`cmds`] holds one module per subcommand; `main.rs` only
 //! parses arguments and dispatches.
 
+pub mod app;
 pub mod cmds;
 pub mod config;
 pub mod delivery;

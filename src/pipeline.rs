@@ -143,10 +143,18 @@ impl YardLane {
 }
 
 /// Starts the pipeline thread; it ends when the camera's slot closes, after flushing its tracks.
-pub fn spawn(parts: PipelineParts) -> std::io::Result<JoinHandle<()>> {
+/// Starts the pipeline thread; `on_end` runs on it when the pipeline has ended (its camera
+/// closed the slot, and the open tracks were flushed).
+pub fn spawn(
+    parts: PipelineParts,
+    on_end: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("pipe-{}", parts.camera))
-        .spawn(move || run(parts))
+        .spawn(move || {
+            run(parts);
+            on_end();
+        })
 }
 
 fn run(p: PipelineParts) {

@@ -5,19 +5,18 @@
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::lanes::{self, LaneDeps, Lanes};
+use crate::app::App;
 use crate::config::Config;
-use crate::delivery::{Delivery, Outbox};
+use crate::delivery::Outbox;
 use crate::demo::{demo_plates, ClipSpec, Renderer};
 use crate::eval::percentile;
-use crate::event::{EventFactory, EventKind, PlateEvent};
-use crate::models::{self, ModelSet};
+use crate::event::{EventKind, PlateEvent};
+use crate::models::ModelSet;
 use crate::pipeline::StageTimes;
-use crate::yard::service::YardService;
 
 /// Arguments of `gatewatch bench pipeline`.
 #[derive(Debug, clap::Args)]
@@ -193,53 +192,28 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
         })
         .collect();
 
-    let model_dir = models::model_dir(cfg.models.dir.as_deref());
-    let readers = lanes::load_readers(&cfg, &model_dir, cameras.len())?;
-    let outbox_opts = cfg.outbox_options();
-    let delivery = Delivery::new(Outbox::open(outbox_opts.clone())?);
-    let events = Arc::new(EventFactory::new(
-        cfg.site.clone(),
-        cfg.device.clone(),
-        delivery.clone(),
-    ));
-    let yards = YardService::open(&[], &cfg.state_dir, events.clone(), delivery.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
     let timings = Arc::new(StageTimes::default());
-    let n_readers = readers.len();
-    eprintln!(
-        "bench: {} camera(s), {n_readers} model cop(ies), {} s…",
-        cameras.len(),
-        args.seconds
-    );
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    let lanes = Lanes::start(
-        &cfg,
-        &cameras,
-        &LaneDeps {
-            readers,
-            events,
-            yards,
-            stop: stop.clone(),
-            timings: Some(timings.clone()),
-        },
-    )?;
+    let mut options = cfg.app_options(&cameras);
+    options.timings = Some(timings.clone());
+    let outbox_opts = options.outbox.clone();
+    // The clock starts with the lanes, after the models have loaded.
+    let mut clock = None;
+    let mut app = App::start_with(options, || {
+        eprintln!("bench: {} camera(s), {} s…", cameras.len(), args.seconds);
+        clock = Some((cpu_seconds(), Instant::now()));
+    })?;
+    let (cpu0, t0) = clock.expect("set as the lanes start");
     std::thread::sleep(Duration::from_secs(args.seconds));
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    stop.store(true, Ordering::Relaxed);
-    for slot in &lanes.slots {
-        slot.close();
-    }
-    for t in lanes.pipeline_threads {
-        let _ = t.join();
-    }
-    Lanes::wait_cameras(lanes.camera_threads);
+    app.shutdown.request("bench over");
+    app.stop_lanes();
+    let n_readers = app.model_copies;
 
     let mut per_camera = serde_json::Map::new();
     let mut total = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for (id, h) in &lanes.health {
-        let s = &lanes.stats[id];
+    for (id, lane) in app.lanes.iter() {
+        let (h, s) = (&lane.health, &lane.stats);
         let offered = h.frames.load(Ordering::Relaxed);
         let processed = s.frames.load(Ordering::Relaxed);
         let inferred = s.inferred.load(Ordering::Relaxed);
@@ -256,7 +230,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
                 "inferred": inferred, "still": still, "passages": passages}),
         );
     }
-    drop(delivery);
+    drop(app);
     // The plates of every passage, read back from the scratch outbox.
     let mut outbox = Outbox::open(outbox_opts)?;
     let mut read_plates = Vec::new();

@@ -5,7 +5,6 @@ pub mod bench_pipeline;
 pub mod check;
 pub mod demo;
 pub mod eval;
-pub mod lanes;
 pub mod models;
 pub mod run;
 pub mod run_commands;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::app::Shutdown;
 use crate::config::{Config, ConfigError};
 use crate::delivery::StatusFn;
 use crate::event::format_ts;
@@ -24,8 +25,8 @@ pub struct RunCommands {
     pub status: StatusFn,
     pub config_path: PathBuf,
     pub latest: BTreeMap<String, Arc<Mutex<Option<Mat>>>>,
-    /// Notified when a valid `reload_config` asks for a restart.
-    pub restart: Arc<tokio::sync::Notify>,
+    /// Requested when a valid `reload_config` asks for a restart.
+    pub shutdown: Shutdown,
     /// The yards, for `yard_set`, `yard_remove`, `yard_list`.
     pub yards: Arc<YardService>,
 }
@@ -40,8 +41,8 @@ impl RunCommands {
         });
         let status = this.status.clone();
         commands.add("status", move |_| Ok(status()));
-        let (path, restart) = (this.config_path.clone(), this.restart.clone());
-        commands.add("reload_config", move |_| reload_config(&path, &restart));
+        let (path, shutdown) = (this.config_path.clone(), this.shutdown.clone());
+        commands.add("reload_config", move |_| reload_config(&path, &shutdown));
         let snapshot = this.clone();
         commands.add("snapshot", move |req| snapshot.snapshot(req));
         this.yards.add_commands(&mut commands);
@@ -52,10 +53,10 @@ impl RunCommands {
 /// Checks the config file and, when it is valid, asks for a restart. Settings are read once at
 /// start: a clean restart applies the new file without losing anything (open tracks are flushed,
 /// the outbox keeps what is undelivered) and systemd's Restart=always brings the service back.
-fn reload_config(path: &Path, restart: &tokio::sync::Notify) -> Result<Value, String> {
+fn reload_config(path: &Path, shutdown: &Shutdown) -> Result<Value, String> {
     match Config::load(path) {
         Ok(_) => {
-            restart.notify_one();
+            shutdown.request("reload_config: new config is valid; restarting to apply it");
             Ok(json!({"valid": true, "restarting": true}))
         }
         Err(ConfigError::Invalid { issues, .. }) => Err(format!(

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{CameraConfig, Config, PlateConfig, Transport};
+use crate::app::lanes::{LaneOptions, ReaderSetOptions};
+use crate::app::AppOptions;
 use crate::delivery::client::{MqttOptions, TlsMaterial};
 use crate::delivery::OutboxOptions;
 use crate::plate::grammar::Region;
@@ -77,6 +79,30 @@ impl Config {
         })
     }
 
+    /// What the runtime assembly takes, for `cameras` (the enabled ones, or a bench's copies).
+    pub fn app_options(&self, cameras: &[CameraConfig]) -> AppOptions {
+        let tracker = self.plates.tracker_options();
+        AppOptions {
+            site: self.site.clone(),
+            device: self.device.clone(),
+            state_dir: self.state_dir.clone(),
+            outbox: self.outbox_options(),
+            yards: self.yards.clone(),
+            readers: ReaderSetOptions {
+                set: self.models.set,
+                model_dir: crate::models::model_dir(self.models.dir.as_deref()),
+                onnxruntime: self.runtime.onnxruntime.clone(),
+                options: self.reader_options(),
+                copies: self.runtime.readers,
+            },
+            lanes: cameras
+                .iter()
+                .map(|c| c.lane_options(tracker.clone()))
+                .collect(),
+            timings: None,
+        }
+    }
+
     /// The plate reader options in force.
     pub fn reader_options(&self) -> ReaderOptions {
         ReaderOptions {
@@ -116,6 +142,23 @@ impl CameraConfig {
             max_fps: self.fps,
             backoff_start: CAMERA_BACKOFF_START,
             backoff_max: CAMERA_BACKOFF_MAX,
+        }
+    }
+
+    /// Everything the camera's lane takes.
+    pub fn lane_options(&self, tracker: TrackerOptions) -> LaneOptions {
+        LaneOptions {
+            camera: self.id.clone(),
+            lane: self.lane.clone(),
+            url: self.url.clone(),
+            fps: self.fps,
+            handoff: self.handoff,
+            source: self.camera_options(),
+            tracker,
+            view: self.lane_view(),
+            motion: self.motion.clone(),
+            qr: self.qr.clone(),
+            yard: self.yard.clone(),
         }
     }
 
