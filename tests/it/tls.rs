@@ -2,7 +2,7 @@
 //! listener. The right certificates connect; a wrong CA or a missing client certificate fails
 //! with a clear log line, and the events wait in the outbox until the config is fixed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

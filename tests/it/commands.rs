@@ -1,7 +1,7 @@
 //! Hub commands against a running `gatewatch run` on a real broker: every command with an id is
 //! answered, bad input gets an error reply, and the process keeps serving.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;

@@ -1,7 +1,7 @@
 //! Frame sources end to end: the image-folder replay path, the RTSP path on loopback, and a
 //! camera that disappears and comes back.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gatewatch::demo::{demo_plates, ClipSpec, Renderer};

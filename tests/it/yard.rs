@@ -1,7 +1,7 @@
 //! Yard occupancy through the real product: rendered plates pass an entry camera and an exit
 //! camera of `gatewatch run` on a real broker; the state survives restarts; the hub reconciles.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gatewatch::demo::{demo_plates, ClipSpec, Renderer};

@@ -2,7 +2,7 @@
 //! full outbox. Events come from `gatewatch bench delivery`, which drives the same event factory,
 //! outbox and broker link as `run`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::{Child, Stdio};

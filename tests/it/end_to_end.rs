@@ -1,6 +1,6 @@
 //! The whole product on real parts: rendered clip → real models → real Mosquitto → subscriber.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gatewatch::demo::{demo_codes, demo_plates, ClipSpec, Renderer};

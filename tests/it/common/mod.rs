@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,7 @@ pub struct Message {
 pub struct Subscriber {
     pub messages: Arc<Mutex<Vec<Message>>>,
     client: rumqttc::Client,
+    dropped: Arc<AtomicBool>,
 }
 
 impl Subscriber {
@@ -177,6 +179,8 @@ impl Subscriber {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let gone = dropped.clone();
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 match ev {
@@ -196,6 +200,8 @@ impl Subscriber {
                         });
                     }
                     Ok(_) => {}
+                    // See `Publisher::new`: once dropped, no reconnecting to a stopped broker.
+                    Err(_) if gone.load(Ordering::Relaxed) => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
             }
@@ -203,7 +209,11 @@ impl Subscriber {
         ready_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("subscription acknowledged");
-        Subscriber { messages, client }
+        Subscriber {
+            messages,
+            client,
+            dropped,
+        }
     }
 
     /// Messages whose topic ends with `suffix`.
@@ -232,6 +242,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Relaxed);
         let _ = self.client.disconnect();
     }
 }
@@ -354,6 +365,7 @@ impl Drop for Running {
 /// Publishes hub commands to `gatewatch/test/box1/cmd/<name>`.
 pub struct Publisher {
     client: rumqttc::Client,
+    dropped: Arc<AtomicBool>,
 }
 
 impl Publisher {
@@ -362,8 +374,21 @@ impl Publisher {
         // Large enough to send the oversized command the box must refuse.
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut conn) = rumqttc::Client::new(opts, 100);
-        std::thread::spawn(move || for _ in conn.iter() {});
-        Publisher { client }
+        // The connection thread must end with its owner: all tests share one process, and a
+        // thread left reconnecting to its test's stopped broker spins a core for the rest of the
+        // suite (and may reach a later test's broker on a reused port as a second `test-hub`).
+        // With the broker up, dropping the client ends the iteration; with it down, every poll is
+        // a refused connect, so the thread also stops at an error once its owner is gone.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let gone = dropped.clone();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                if ev.is_err() && gone.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        });
+        Publisher { client, dropped }
     }
     pub fn send(&self, name: &str, payload: impl Into<Vec<u8>>) {
         self.publish(name, payload, false);
@@ -377,6 +402,12 @@ impl Publisher {
         self.client
             .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
             .unwrap();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Relaxed);
     }
 }
 

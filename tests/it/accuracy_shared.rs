@@ -4,7 +4,7 @@
 //! docs/accuracy.md, so a change that costs accuracy fails here; the targets themselves are
 //! reported by `gatewatch eval plates`.
 
-mod common;
+use crate::common;
 
 use gatewatch::eval::{evaluate, load_dataset, summarise};
 use gatewatch::models::{self, ModelSet};

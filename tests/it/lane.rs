@@ -2,7 +2,7 @@
 //! height keep plates out, motion gating skips still frames (counted in status) without changing
 //! what is read, and `check` names bad settings.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gatewatch::demo::demo_plates;

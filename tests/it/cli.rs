@@ -1,6 +1,6 @@
 //! The installer-facing commands: `check`, `models verify`, and clear start-up errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! warped, blurred, noisy, inverted, small), on ZXing's black-box photos (skipped without
 //! ../shared), and on hostile input.
 
-mod common;
+use crate::common;
 
 use gatewatch::qr::QrDecoder;
 use opencv::core::{Mat, Point2f, Rect, Scalar, Size, Vector, CV_8UC1};
