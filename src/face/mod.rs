@@ -9,6 +9,7 @@
 pub mod align;
 pub mod detect;
 pub mod embed;
+pub mod eval;
 
 use anyhow::Result;
 use opencv::core::{Mat, Point2f};
