@@ -171,7 +171,11 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                 }
             })?;
             eprintln!();
-            for e in summary.detection_errors.iter().chain(&summary.identities_not_found) {
+            for e in summary
+                .detection_errors
+                .iter()
+                .chain(&summary.identities_not_found)
+            {
                 eprintln!("eval faces: {e}");
             }
             println!("{}", serde_json::to_string(&summary)?);

@@ -165,7 +165,13 @@ mod tests {
     fn the_least_squares_fit_is_the_closed_form_of_noisy_points() {
         // Landmarks off the template by ±1 px: the fit stays within a pixel or two of each.
         let s = similarities()[3];
-        let jitter = [(1.0, -1.0), (-1.0, 0.5), (0.5, 1.0), (-0.5, -1.0), (1.0, 0.5)];
+        let jitter = [
+            (1.0, -1.0),
+            (-1.0, 0.5),
+            (0.5, 1.0),
+            (-0.5, -1.0),
+            (1.0, 0.5),
+        ];
         let landmarks: Vec<Point2f> = TEMPLATE
             .iter()
             .zip(jitter)

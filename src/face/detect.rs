@@ -259,7 +259,10 @@ mod tests {
         assert_eq!(p[2].cx, 12.0 / 64.0);
         // First prior of stride 16 comes after all of stride 8.
         let s16 = &p[2 * 8 * 5];
-        assert_eq!((s16.cx, s16.cy, s16.w), (8.0 / 64.0, 8.0 / 40.0, 64.0 / 64.0));
+        assert_eq!(
+            (s16.cx, s16.cy, s16.w),
+            (8.0 / 64.0, 8.0 / 40.0, 64.0 / 64.0)
+        );
         // Last prior: stride 32, last cell, size 512.
         let last = p.last().unwrap();
         assert_eq!((last.cx, last.cy), (48.0 / 64.0, 48.0 / 40.0));
@@ -353,7 +356,10 @@ mod tests {
             score,
         };
         // IoU of x=0 and x=20 is 80/120 = 0.67; x=300 overlaps nothing.
-        let kept = suppress(vec![face(0.0, 0.85), face(20.0, 0.99), face(300.0, 0.9)], 0.4);
+        let kept = suppress(
+            vec![face(0.0, 0.85), face(20.0, 0.99), face(300.0, 0.9)],
+            0.4,
+        );
         let scores: Vec<f32> = kept.iter().map(|f| f.score).collect();
         assert_eq!(scores, [0.99, 0.9]);
     }

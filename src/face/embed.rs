@@ -93,8 +93,7 @@ impl FaceEmbedder {
                 [INV_STD; 3],
             )?;
         }
-        let tensor =
-            TensorRef::from_array_view(([crops.len(), 3, side, side], &self.input[..]))?;
+        let tensor = TensorRef::from_array_view(([crops.len(), 3, side, side], &self.input[..]))?;
         let outputs = self
             .session
             .run(ort::inputs![tensor])

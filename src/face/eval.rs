@@ -74,9 +74,14 @@ pub struct FaceDataset {
 /// Loads `detection.json` and `identities.json` of `dir`; errors name the file.
 pub fn load_dataset(dir: &Path) -> Result<FaceDataset> {
     fn json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {} (is this a face dataset folder?)", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not in the expected format", path.display()))
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (is this a face dataset folder?)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not in the expected format", path.display()))
     }
     let detection: BTreeMap<String, DetectionLabels> = json(&dir.join("detection.json"))?;
     let identities: Vec<IdentityLabel> = json(&dir.join("identities.json"))?;
@@ -220,7 +225,11 @@ pub struct Progress {
 fn mean_std(v: &[f32]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean, var.sqrt())
 }
 
@@ -352,7 +361,10 @@ mod tests {
     #[test]
     fn detections_match_one_to_one_and_ignore_boxes_count_as_neither() {
         let labels = DetectionLabels {
-            faces: vec![corners(0.0, 0.0, 100.0, 100.0), corners(200.0, 0.0, 300.0, 100.0)],
+            faces: vec![
+                corners(0.0, 0.0, 100.0, 100.0),
+                corners(200.0, 0.0, 300.0, 100.0),
+            ],
             ignore: vec![corners(500.0, 500.0, 540.0, 540.0)],
         };
         let found = [
@@ -381,7 +393,10 @@ mod tests {
         let (tar, threshold) = tar_at_far(&genuine, &impostor, 1e-3);
         assert_eq!(tar, 1.0);
         // Two impostors (1e-3 of 2000) may score above the threshold: the third highest is it.
-        assert!((threshold - (0.7 + 1997.0 * 1e-4)).abs() < 1e-6, "{threshold}");
+        assert!(
+            (threshold - (0.7 + 1997.0 * 1e-4)).abs() < 1e-6,
+            "{threshold}"
+        );
     }
 
     #[test]
@@ -424,6 +439,9 @@ mod tests {
         assert_eq!(d.identities[0].bbox.h, 120.0);
         std::fs::write(dir.path().join("identities.json"), "[{\"image\": 3}]").unwrap();
         let err = format!("{:#}", load_dataset(dir.path()).unwrap_err());
-        assert!(err.contains("identities.json is not in the expected format"), "{err}");
+        assert!(
+            err.contains("identities.json is not in the expected format"),
+            "{err}"
+        );
     }
 }
