@@ -14,9 +14,12 @@
 //! highest of the two. When the cursor is lost, the records still in segments are sent again
 //! (same seq and event_id: a duplicate the subscriber recognises, never a reused number).
 //!
-//! A torn record at the end of the newest segment (power cut mid-write) is cut off on open. The
-//! outbox also assigns `seq` under the same lock as the append, so a number is never handed out
-//! without its event being stored: the subscriber sees no gaps except counted drops.
+//! A torn record at the end of the newest segment (power cut mid-write) is cut off on open. An
+//! append that fails (full disk, I/O error) is cut back at once, so the segment stays a clean
+//! sequence of records and later appends never land behind a partial one; the producer gets an
+//! error and the failure is counted (`write_failed`). The outbox also assigns `seq` under the same
+//! lock as the append, so a number is never handed out without its event being stored: the
+//! subscriber sees no gaps except counted drops.
 //!
 //! Why own segment files and not an embedded database: the access pattern is a FIFO (append at the
 //! tail, acknowledge from the head, delete whole segments), which a log does with one sequential
@@ -64,6 +67,9 @@ pub struct OutboxStats {
     pub dropped: AtomicU64,
     /// Highest seq handed out.
     pub last_seq: AtomicU64,
+    /// Events not stored because the disk write failed (full disk, I/O error), since start. The
+    /// producer got an error and no seq was used; the segment was left as it was.
+    pub write_failed: AtomicU64,
 }
 
 /// One stored event.
@@ -96,7 +102,9 @@ pub enum AppendError {
     Rejected { bytes: u64, max: u64 },
     #[error("event of {0} bytes is larger than the outbox limit")]
     TooLarge(u64),
-    #[error("outbox write failed: {0:#}")]
+    #[error("outbox disk full: event of {bytes} bytes not stored in {}; the events already stored are kept", path.display())]
+    DiskFull { path: PathBuf, bytes: u64 },
+    #[error("outbox write failed, event not stored: {0:#}")]
     Io(#[from] anyhow::Error),
 }
 
@@ -291,7 +299,7 @@ impl Outbox {
                 }
             }
         }
-        self.write_record(&record).map_err(AppendError::Io)?;
+        self.write_record(&record)?;
         self.stats.last_seq.store(seq, Ordering::Relaxed);
         self.sizes.push_back((seq, len));
         self.unsent.push_back(record);
@@ -307,42 +315,105 @@ impl Outbox {
         }
     }
 
-    fn write_record(&mut self, r: &Record) -> Result<()> {
-        let need_new = match self.segments.back() {
-            None => true,
-            Some(s) => s.bytes >= self.opts.segment_bytes || self.writer.is_none(),
-        };
-        if need_new {
-            let path = self.opts.dir.join(format!("seg-{:020}.log", r.seq));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(crate::state_dir::FILE_MODE)
-                .open(&path)?;
-            sync_dir(&self.opts.dir)?;
-            self.writer = Some(f);
-            self.segments.push_back(Segment {
-                last_seq: r.seq,
-                path,
-                bytes: 0,
-            });
+    /// Appends `r` to the newest segment (starting one when needed) and syncs it. A failed write
+    /// or sync is undone: the segment is cut back to where the record began, so the next append
+    /// does not land behind a partial record (which the next open would take for a torn tail,
+    /// cutting off every event stored after it).
+    fn write_record(&mut self, r: &Record) -> Result<(), AppendError> {
+        let buf = encode_record(r);
+        if self.needs_new_segment(r.seq) {
+            let path = self.segment_path(r.seq);
+            if let Err(e) = self.start_segment(r.seq) {
+                return Err(self.write_failed(&path, buf.len() as u64, e));
+            }
         }
-        let mut body = Vec::with_capacity(r.encoded_len() as usize);
-        body.extend_from_slice(&r.seq.to_le_bytes());
-        body.extend_from_slice(&(r.topic_suffix.len() as u16).to_le_bytes());
-        body.extend_from_slice(r.topic_suffix.as_bytes());
-        body.extend_from_slice(&r.payload);
-        let mut buf = Vec::with_capacity(body.len() + 8);
-        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
+        let seg = self.segments.back().expect("segment");
+        let (start, path) = (seg.bytes, seg.path.clone());
         let w = self.writer.as_mut().expect("open segment");
-        w.write_all(&buf)?;
-        w.sync_data()?;
+        if let Err(e) = w.write_all(&buf).and_then(|()| w.sync_data()) {
+            self.undo_partial_write(start);
+            return Err(self.write_failed(&path, buf.len() as u64, e.into()));
+        }
         let seg = self.segments.back_mut().expect("segment");
         seg.bytes += buf.len() as u64;
         seg.last_seq = r.seq;
         Ok(())
+    }
+
+    /// A new segment is started when there is none to append to, when the newest is full, and
+    /// when `seq` does not follow its last record: records of a segment are then consecutive from
+    /// the seq in its name, which lets [`recover`] judge whether a record found past damage is
+    /// plausible.
+    fn needs_new_segment(&self, seq: u64) -> bool {
+        match self.segments.back() {
+            None => true,
+            Some(s) => {
+                self.writer.is_none()
+                    || s.bytes >= self.opts.segment_bytes
+                    || s.last_seq.checked_add(1) != Some(seq)
+            }
+        }
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        self.opts.dir.join(format!("seg-{first_seq:020}.log"))
+    }
+
+    /// Creates the segment `seg-<first_seq>.log` and makes it the one appended to. Its name keeps
+    /// the high-water mark (`first_seq - 1` handed out) even while it is empty.
+    fn start_segment(&mut self, first_seq: u64) -> Result<()> {
+        let path = self.segment_path(first_seq);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(crate::state_dir::FILE_MODE)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        sync_dir(&self.opts.dir)
+            .with_context(|| format!("cannot sync {}", self.opts.dir.display()))?;
+        self.writer = Some(f);
+        self.segments.push_back(Segment {
+            last_seq: first_seq - 1,
+            path,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Cuts the newest segment back to `len` after a failed append. Should even that fail, the
+    /// segment is no longer appended to: the next append starts a new one, and the next open
+    /// finds the partial record at the end of an older segment and repairs it (nothing after it
+    /// is lost).
+    fn undo_partial_write(&mut self, len: u64) {
+        let w = self.writer.as_mut().expect("open segment");
+        if let Err(e) = w.set_len(len).and_then(|()| w.sync_all()) {
+            let path = &self.segments.back().expect("segment").path;
+            tracing::error!(segment = %path.display(), error = %e, "outbox: cannot cut a failed append back; a new segment is started");
+            self.writer = None;
+        }
+    }
+
+    /// Counts and logs an event the disk did not take, and says why.
+    fn write_failed(&mut self, path: &Path, bytes: u64, e: anyhow::Error) -> AppendError {
+        self.stats.write_failed.fetch_add(1, Ordering::Relaxed);
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            })
+        });
+        let err = if full {
+            AppendError::DiskFull {
+                path: path.to_owned(),
+                bytes,
+            }
+        } else {
+            AppendError::Io(e.context(format!("cannot append to {}", path.display())))
+        };
+        tracing::error!(error = %err, "outbox: event not stored (counted in status as outbox.write_failed)");
+        err
     }
 
     /// The next record to hand to the broker, moved to the in-flight list.
@@ -501,6 +572,21 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64)> {
         pos += 8 + len;
     }
     Ok((out, pos as u64))
+}
+
+/// A record as stored: `[u32 length][u32 crc32 of body][body]`, body =
+/// `[u64 seq][u16 topic length][topic][payload]`, little-endian.
+fn encode_record(r: &Record) -> Vec<u8> {
+    let mut body = Vec::with_capacity(r.encoded_len() as usize);
+    body.extend_from_slice(&r.seq.to_le_bytes());
+    body.extend_from_slice(&(r.topic_suffix.len() as u16).to_le_bytes());
+    body.extend_from_slice(r.topic_suffix.as_bytes());
+    body.extend_from_slice(&r.payload);
+    let mut buf = Vec::with_capacity(body.len() + 8);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    buf.extend_from_slice(&body);
+    buf
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
