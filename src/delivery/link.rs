@@ -126,6 +126,8 @@ impl Delivery {
             "last_seq": o.last_seq.load(Ordering::Relaxed),
             "refused": self.link.refused.load(Ordering::Relaxed),
             "write_failed": o.write_failed.load(Ordering::Relaxed),
+            "damaged": o.damaged.load(Ordering::Relaxed),
+            "skipped": o.skipped.load(Ordering::Relaxed),
         })
     }
 }
