@@ -44,6 +44,10 @@ mod recover;
 use cursor::Cursor;
 pub use recover::QUARANTINE;
 
+/// A fully delivered newest segment at least this large is replaced by an empty one at the next
+/// checkpoint ([`Outbox::roll_delivered`]): at most this much delivered data stays on disk.
+pub const DELIVERED_ROLL_BYTES: u64 = 64 << 10;
+
 /// What to do when the outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -477,8 +481,9 @@ impl Outbox {
     }
 
     /// Persists the cursor and deletes fully delivered segments, except the newest: it keeps the
-    /// sequence's high-water mark on disk next to the cursor. Cheap to call often; it writes only
-    /// when the cursor moved.
+    /// sequence's high-water mark on disk next to the cursor (a fully delivered newest segment of
+    /// some size is replaced by an empty one, see [`Outbox::roll_delivered`]). Cheap to call
+    /// often; it writes only when the cursor moved.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.acked == self.cursor_written {
             return Ok(());
@@ -492,6 +497,29 @@ impl Outbox {
                 .with_context(|| format!("remove {}", seg.path.display()))?;
             self.segments.pop_front();
         }
+        self.roll_delivered()
+    }
+
+    /// Events hold plates and QR payloads, which should not stay on disk once delivered; but the
+    /// newest segment is never deleted (its name keeps the high-water mark), and it only fills up
+    /// at `segment_bytes` (16 MiB by default: weeks at a quiet gate). So when everything in it is
+    /// delivered and it holds at least [`DELIVERED_ROLL_BYTES`], an empty segment named after the
+    /// next seq takes its place (it keeps the mark) and the old one is deleted. Not at every
+    /// checkpoint: that would cost a file creation and a directory sync per handful of events.
+    fn roll_delivered(&mut self) -> Result<()> {
+        let Some(seg) = self.segments.back() else {
+            return Ok(());
+        };
+        let threshold = DELIVERED_ROLL_BYTES.min(self.opts.segment_bytes);
+        if self.segments.len() > 1 || seg.last_seq > self.acked || seg.bytes < threshold {
+            return Ok(());
+        }
+        let old = seg.path.clone();
+        // The new segment is created and synced before the old one goes: a crash in between
+        // leaves a delivered older segment, which the next open deletes.
+        self.start_segment(self.last_seq() + 1)?;
+        std::fs::remove_file(&old).with_context(|| format!("remove {}", old.display()))?;
+        self.segments.pop_front();
         Ok(())
     }
 

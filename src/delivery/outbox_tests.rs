@@ -382,3 +382,45 @@ fn a_full_disk_fails_the_append_cleanly_and_nothing_stored_is_lost() {
     );
     assert_eq!(push(&mut ob, 1), [141]);
 }
+
+/// Issue 13, also seen: delivered events stayed on disk until a 16 MiB segment filled.
+#[test]
+fn a_delivered_newest_segment_is_rolled_so_delivered_events_do_not_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || OutboxOptions {
+        dir: dir.path().to_owned(),
+        max_bytes: 256 << 20,
+        policy: FullPolicy::DropOldest,
+        segment_bytes: 16 << 20,
+    };
+    let on_disk = || -> u64 {
+        segment_files(dir.path())
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let event = |s: u64| format!("{{\"seq\":{s},\"plate\":\"{}\"}}", "A".repeat(400)).into_bytes();
+    let mut ob = Outbox::open(o()).unwrap();
+    for _ in 0..200 {
+        ob.append("events/plate", false, event).unwrap();
+    }
+    assert!(on_disk() > DELIVERED_ROLL_BYTES);
+    deliver_all(&mut ob);
+    assert_eq!(on_disk(), 0, "delivered events are off the disk");
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 1, "the newest segment is kept: {segs:?}");
+    assert!(
+        segs[0].ends_with(format!("seg-{:020}.log", 201)),
+        "{segs:?}"
+    );
+
+    // Below the threshold a delivered segment stays (bounded), and the sequence survives both the
+    // roll and the loss of the cursor.
+    assert_eq!(push(&mut ob, 3), [201, 202, 203]);
+    deliver_all(&mut ob);
+    assert!((1..DELIVERED_ROLL_BYTES).contains(&on_disk()));
+    drop(ob);
+    std::fs::remove_file(dir.path().join("cursor")).unwrap();
+    let mut ob = Outbox::open(o()).unwrap();
+    assert_eq!(push(&mut ob, 1), [204]);
+}
