@@ -360,6 +360,17 @@ fn a_full_disk_fails_the_append_cleanly_and_nothing_stored_is_lost() {
         assert_eq!(ob.stats().write_failed.load(Ordering::Relaxed), n);
     }
     assert_eq!(ob.last_seq(), 100, "a failed append uses no seq");
+
+    // A restart on the still full disk finds every stored event and nothing damaged.
+    drop(ob);
+    let mut ob = Outbox::open(o()).unwrap();
+    assert_eq!(ob.recovered(), 100);
+    assert_eq!(ob.stats().damaged.load(Ordering::Relaxed), 0);
+    assert!(matches!(
+        ob.append("events/plate", false, event),
+        Err(AppendError::DiskFull { .. })
+    ));
+    assert_eq!(len(), before);
     // The outbox keeps serving: what is stored goes out and is acknowledged.
     for _ in 0..10 {
         let r = ob.next_unsent().unwrap();
@@ -380,6 +391,15 @@ fn a_full_disk_fails_the_append_cleanly_and_nothing_stored_is_lost() {
         (11..=140).collect::<Vec<_>>(),
         "every stored event is there, in order; none after the failure was cut"
     );
+    let stats = ob.stats();
+    assert_eq!(
+        (
+            stats.damaged.load(Ordering::Relaxed),
+            stats.skipped.load(Ordering::Relaxed)
+        ),
+        (0, 0)
+    );
+    assert!(!o().dir.join(QUARANTINE).exists(), "nothing to repair");
     assert_eq!(push(&mut ob, 1), [141]);
 }
 
