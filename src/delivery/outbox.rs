@@ -141,8 +141,8 @@ pub struct Outbox {
     sizes: VecDeque<(u64, u64)>,
     acked: u64,
     cursor_written: u64,
-    /// Seq ranges above `acked` found lost at open (counted as damaged or skipped), kept in the
-    /// cursor so that they are counted once.
+    /// Seq ranges above `acked` accounted for at open (found lost and counted, or unbacked by
+    /// any segment), kept in the cursor so that no later open counts them as lost.
     lost: Vec<(u64, u64)>,
     stats: Arc<OutboxStats>,
     /// Records found on disk at open: they are catch-up, not live.

@@ -5,9 +5,9 @@
 //! - `dropped`, `damaged`, `skipped`: events lost to the size limit, to damaged files, to missing
 //!   files, ever;
 //! - `last`: the highest seq handed out when it was written;
-//! - `first-last` ranges: undelivered seqs above `acked` already found lost (damaged or skipped)
-//!   and counted, so that a later open does not count them again. A range goes once `acked`
-//!   passes it.
+//! - `first-last` ranges: seqs above `acked` already accounted for, so that a later open does not
+//!   count them as lost again: found lost (damaged or skipped) and counted, or claimed by a cursor
+//!   that no segment backed (see `recover.rs`). A range goes once `acked` passes it.
 //!
 //! Older versions wrote `acked dropped` or `acked dropped last` and read only those three fields,
 //! so they can still read this one.
@@ -22,7 +22,7 @@ pub(super) struct Cursor {
     pub last: u64,
     pub damaged: u64,
     pub skipped: u64,
-    /// Known lost seq ranges above `acked`, inclusive, in order.
+    /// Seq ranges above `acked` already accounted for, inclusive, in order.
     pub lost: Vec<(u64, u64)>,
 }
 

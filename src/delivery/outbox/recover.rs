@@ -56,7 +56,8 @@ pub(super) struct Recovered {
     pub damaged: u64,
     /// Undelivered events newly found missing: no segment file holds them.
     pub skipped: u64,
-    /// Seq ranges above `acked` known lost: the cursor's and the ones newly found.
+    /// Seq ranges above `acked` accounted for: the cursor's, the ones newly found lost, and what
+    /// a cursor that was not trusted claimed beyond the segments.
     pub lost: Vec<(u64, u64)>,
 }
 
@@ -103,8 +104,12 @@ pub(super) fn recover(dir: &Path, cursor: &Cursor) -> Result<Recovered> {
         .filter_map(|s| s.records.first())
         .map(|r| r.seq)
         .min();
+    // Seqs the cursor claims that no segment backs: no loss to count, but a later open must not
+    // take them for one when stored events lie on both sides of them.
+    let mut unbacked = None;
     let (acked, high) = match lowest {
         Some(lowest) if cursor.acked > log_high => {
+            unbacked = Some((log_high + 1, cursor.acked.max(cursor.last)));
             tracing::error!(
                 cursor_acked = cursor.acked,
                 log_last_seq = log_high,
@@ -129,6 +134,7 @@ pub(super) fn recover(dir: &Path, cursor: &Cursor) -> Result<Recovered> {
     let (segments, newest_kept) = keep(dir, segs, acked)?;
     let mut lost = known;
     lost.extend(loss.ranges);
+    lost.extend(unbacked);
     lost.sort_unstable();
     Ok(Recovered {
         segments,
@@ -282,7 +288,7 @@ fn attribute(segs: &[Scanned], mut a: u64, b: u64, loss: &mut Loss) {
     while a <= b {
         let holder = segs.iter().rposition(|s| s.first <= a);
         let next = segs.get(holder.map_or(0, |i| i + 1));
-        let last = b.min(next.map_or(u64::MAX, |n| n.first - 1));
+        let last = b.min(next.map_or(u64::MAX, |n| n.first.saturating_sub(1)));
         let n = last - a + 1;
         match holder.map(|i| &segs[i]) {
             Some(s) if s.is_damaged() => {
@@ -318,7 +324,7 @@ fn keep(dir: &Path, segs: Vec<Scanned>, acked: u64) -> Result<(Vec<KeptSegment>,
         }
         // The newest stays, delivered or empty: it keeps the sequence's high-water mark should the
         // cursor be lost, and new records are appended to it.
-        let range_end = firsts.get(i + 1).map_or(u64::MAX, |n| n - 1);
+        let range_end = firsts.get(i + 1).map_or(u64::MAX, |n| n.saturating_sub(1));
         if !newest && s.high().max(range_end) <= acked {
             std::fs::remove_file(&s.path)
                 .with_context(|| format!("remove {}", s.path.display()))?;
