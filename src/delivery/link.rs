@@ -124,6 +124,9 @@ impl Delivery {
             "dropped": o.dropped.load(Ordering::Relaxed),
             "last_seq": o.last_seq.load(Ordering::Relaxed),
             "refused": self.link.refused.load(Ordering::Relaxed),
+            "write_failed": o.write_failed.load(Ordering::Relaxed),
+            "damaged": o.damaged.load(Ordering::Relaxed),
+            "skipped": o.skipped.load(Ordering::Relaxed),
         })
     }
 }

@@ -5,31 +5,48 @@
 //! - `seg-<first seq, 20 digits>.log`: append-only segments of records
 //!   `[u32 length][u32 crc32 of body][body]`, body = `[u64 seq][u16 topic length][topic][payload]`,
 //!   little-endian. Every append is synced before it returns.
-//! - `cursor`: `acked dropped last` — every seq up to `acked` is delivered or dropped (counted);
-//!   `last` is the highest seq handed out when it was written (absent in older cursors).
+//! - `cursor`: `acked dropped last damaged skipped [lost ranges]` — every seq up to `acked` is
+//!   delivered or dropped (counted); `last` is the highest seq handed out when it was written
+//!   (absent in older cursors); see `cursor.rs`.
+//! - `quarantine/`: damaged files as they were found at open (see `recover.rs`, which reads the
+//!   segments back, resynchronises past damaged records and accounts for every missing seq).
 //!
 //! The sequence must never repeat, so its high-water mark is kept where the loss of any one file
 //! cannot take it: in the cursor, and in the newest segment, which is never deleted even when
 //! fully delivered (its name and its records give the last seq). At open, seq continues from the
 //! highest of the two. When the cursor is lost, the records still in segments are sent again
-//! (same seq and event_id: a duplicate the subscriber recognises, never a reused number).
+//! (same seq and event_id: a duplicate the subscriber recognises, never a reused number). A
+//! segment is only ever appended the seq that follows its last record, so its records are
+//! consecutive from the seq in its name (which makes resynchronising past damage safe).
 //!
-//! A torn record at the end of the newest segment (power cut mid-write) is cut off on open. The
-//! outbox also assigns `seq` under the same lock as the append, so a number is never handed out
-//! without its event being stored: the subscriber sees no gaps except counted drops.
+//! A torn record at the end of the newest segment (power cut mid-write) is cut off on open. An
+//! append that fails (full disk, I/O error) is cut back at once, so the segment stays a clean
+//! sequence of records and later appends never land behind a partial one; the producer gets an
+//! error and the failure is counted (`write_failed`). The outbox also assigns `seq` under the same
+//! lock as the append, so a number is never handed out without its event being stored: the
+//! subscriber sees no gaps except counted drops.
 //!
 //! Why own segment files and not an embedded database: the access pattern is a FIFO (append at the
 //! tail, acknowledge from the head, delete whole segments), which a log does with one sequential
 //! write and one sync per event and trivially bounded disk use; no compaction, no extra crate.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod cursor;
+mod recover;
+use cursor::Cursor;
+pub use recover::QUARANTINE;
+
+/// A fully delivered newest segment at least this large is replaced by an empty one at the next
+/// checkpoint ([`Outbox::roll_delivered`]): at most this much delivered data stays on disk.
+pub const DELIVERED_ROLL_BYTES: u64 = 64 << 10;
 
 /// What to do when the outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -64,6 +81,14 @@ pub struct OutboxStats {
     pub dropped: AtomicU64,
     /// Highest seq handed out.
     pub last_seq: AtomicU64,
+    /// Events not stored because the disk write failed (full disk, I/O error), since start. The
+    /// producer got an error and no seq was used; the segment was left as it was.
+    pub write_failed: AtomicU64,
+    /// Undelivered events lost to damaged outbox files, found at open (each logged with its seq
+    /// range; the files as found are kept in `quarantine/`).
+    pub damaged: AtomicU64,
+    /// Undelivered events no outbox file held at open (a segment file gone), each range logged.
+    pub skipped: AtomicU64,
 }
 
 /// One stored event.
@@ -96,7 +121,9 @@ pub enum AppendError {
     Rejected { bytes: u64, max: u64 },
     #[error("event of {0} bytes is larger than the outbox limit")]
     TooLarge(u64),
-    #[error("outbox write failed: {0:#}")]
+    #[error("outbox disk full: event of {bytes} bytes not stored in {}; the events already stored are kept", path.display())]
+    DiskFull { path: PathBuf, bytes: u64 },
+    #[error("outbox write failed, event not stored: {0:#}")]
     Io(#[from] anyhow::Error),
 }
 
@@ -114,6 +141,9 @@ pub struct Outbox {
     sizes: VecDeque<(u64, u64)>,
     acked: u64,
     cursor_written: u64,
+    /// Seq ranges above `acked` accounted for at open (found lost and counted, or unbacked by
+    /// any segment), kept in the cursor so that no later open counts them as lost.
+    lost: Vec<(u64, u64)>,
     stats: Arc<OutboxStats>,
     /// Records found on disk at open: they are catch-up, not live.
     recovered: u64,
@@ -127,17 +157,8 @@ impl Outbox {
         crate::state_dir::create_private_dir(&opts.dir)
             .and_then(|()| crate::state_dir::make_private(&opts.dir))
             .with_context(|| format!("cannot create outbox directory {}", opts.dir.display()))?;
-        let (acked, dropped, cursor_last) = read_cursor(&opts.dir.join("cursor"))?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&opts.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".log"))
-            })
-            .collect();
-        names.sort();
-        let stats = Arc::new(OutboxStats::default());
+        let cursor = Cursor::read(&opts.dir.join("cursor"))?;
+        let found = recover::recover(&opts.dir, &cursor)?;
         let mut ob = Outbox {
             opts,
             segments: VecDeque::new(),
@@ -145,67 +166,56 @@ impl Outbox {
             unsent: VecDeque::new(),
             inflight: VecDeque::new(),
             sizes: VecDeque::new(),
-            acked,
-            cursor_written: acked,
-            stats,
+            acked: found.acked,
+            cursor_written: cursor.acked,
+            lost: found.lost,
+            stats: Arc::new(OutboxStats::default()),
             recovered: 0,
         };
-        let mut last_seq = acked.max(cursor_last);
-        let count = names.len();
-        for (i, path) in names.into_iter().enumerate() {
-            let newest = i + 1 == count;
-            // The name holds the first seq the segment was created for: everything below it was
-            // handed out, even when the segment is empty.
-            if let Some(first) = segment_first_seq(&path) {
-                last_seq = last_seq.max(first.saturating_sub(1));
-            }
-            let (records, valid_len) = read_segment(&path)?;
-            let file_len = std::fs::metadata(&path)?.len();
-            if valid_len < file_len {
-                if newest {
-                    tracing::warn!(segment = %path.display(), "outbox: torn record at the end (power cut?) cut off");
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)?
-                        .set_len(valid_len)?;
-                } else {
-                    bail!(
-                        "outbox segment {} is corrupt in the middle; move it away to continue",
-                        path.display()
-                    );
+        let mut newest = None;
+        for seg in found.segments {
+            for r in seg.records.into_iter().filter(|r| r.seq > found.acked) {
+                // Overlapping segments (never written so) would otherwise send a record twice.
+                if ob.unsent.back().is_some_and(|b| b.seq >= r.seq) {
+                    continue;
                 }
-            }
-            let last = records.last().map(|r| r.seq);
-            if let Some(last) = last {
-                last_seq = last_seq.max(last);
-            }
-            // The newest segment stays, delivered or empty: it keeps the sequence's high-water
-            // mark should the cursor be lost, and new records are appended to it.
-            if newest {
-                ob.writer = Some(
-                    OpenOptions::new()
-                        .append(true)
-                        .open(&path)
-                        .with_context(|| format!("open {}", path.display()))?,
-                );
-            } else if last.is_none_or(|last| last <= acked) {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
-            for r in records.into_iter().filter(|r| r.seq > acked) {
                 ob.sizes.push_back((r.seq, r.encoded_len()));
                 ob.unsent.push_back(r);
             }
+            newest = Some(seg.path.clone());
             ob.segments.push_back(Segment {
-                last_seq: last.unwrap_or(last_seq),
-                path,
-                bytes: valid_len,
+                last_seq: seg.last_seq,
+                path: seg.path,
+                bytes: seg.bytes,
             });
         }
+        if let Some(path) = newest.filter(|_| found.newest_kept) {
+            ob.writer = Some(
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("open {}", path.display()))?,
+            );
+        }
         ob.recovered = ob.unsent.len() as u64;
-        ob.stats.dropped.store(dropped, Ordering::Relaxed);
-        ob.stats.last_seq.store(last_seq, Ordering::Relaxed);
+        let stats = &ob.stats;
+        stats.dropped.store(cursor.dropped, Ordering::Relaxed);
+        stats.last_seq.store(found.last_seq, Ordering::Relaxed);
+        stats
+            .damaged
+            .store(cursor.damaged + found.damaged, Ordering::Relaxed);
+        stats
+            .skipped
+            .store(cursor.skipped + found.skipped, Ordering::Relaxed);
         ob.update_stats();
+        // What recovery found is recorded at once, so that a crash does not count it again; a
+        // cursor that was not trusted is replaced. Should the write fail (full disk), it goes out
+        // with the cursor's next move, and a crash before that only repeats the count and the log.
+        if found.damaged + found.skipped > 0 || found.acked != cursor.acked {
+            if let Err(e) = ob.write_cursor() {
+                tracing::error!(error = %format!("{e:#}"), "outbox: cannot write the cursor");
+            }
+        }
         Ok(ob)
     }
 
@@ -291,7 +301,7 @@ impl Outbox {
                 }
             }
         }
-        self.write_record(&record).map_err(AppendError::Io)?;
+        self.write_record(&record)?;
         self.stats.last_seq.store(seq, Ordering::Relaxed);
         self.sizes.push_back((seq, len));
         self.unsent.push_back(record);
@@ -307,42 +317,105 @@ impl Outbox {
         }
     }
 
-    fn write_record(&mut self, r: &Record) -> Result<()> {
-        let need_new = match self.segments.back() {
-            None => true,
-            Some(s) => s.bytes >= self.opts.segment_bytes || self.writer.is_none(),
-        };
-        if need_new {
-            let path = self.opts.dir.join(format!("seg-{:020}.log", r.seq));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(crate::state_dir::FILE_MODE)
-                .open(&path)?;
-            sync_dir(&self.opts.dir)?;
-            self.writer = Some(f);
-            self.segments.push_back(Segment {
-                last_seq: r.seq,
-                path,
-                bytes: 0,
-            });
+    /// Appends `r` to the newest segment (starting one when needed) and syncs it. A failed write
+    /// or sync is undone: the segment is cut back to where the record began, so the next append
+    /// does not land behind a partial record (which the next open would take for a torn tail,
+    /// cutting off every event stored after it).
+    fn write_record(&mut self, r: &Record) -> Result<(), AppendError> {
+        let buf = encode_record(r);
+        if self.needs_new_segment(r.seq) {
+            let path = self.segment_path(r.seq);
+            if let Err(e) = self.start_segment(r.seq) {
+                return Err(self.write_failed(&path, buf.len() as u64, e));
+            }
         }
-        let mut body = Vec::with_capacity(r.encoded_len() as usize);
-        body.extend_from_slice(&r.seq.to_le_bytes());
-        body.extend_from_slice(&(r.topic_suffix.len() as u16).to_le_bytes());
-        body.extend_from_slice(r.topic_suffix.as_bytes());
-        body.extend_from_slice(&r.payload);
-        let mut buf = Vec::with_capacity(body.len() + 8);
-        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
+        let seg = self.segments.back().expect("segment");
+        let (start, path) = (seg.bytes, seg.path.clone());
         let w = self.writer.as_mut().expect("open segment");
-        w.write_all(&buf)?;
-        w.sync_data()?;
+        if let Err(e) = w.write_all(&buf).and_then(|()| w.sync_data()) {
+            self.undo_partial_write(start);
+            return Err(self.write_failed(&path, buf.len() as u64, e.into()));
+        }
         let seg = self.segments.back_mut().expect("segment");
         seg.bytes += buf.len() as u64;
         seg.last_seq = r.seq;
         Ok(())
+    }
+
+    /// A new segment is started when there is none to append to, when the newest is full, and
+    /// when `seq` does not follow its last record: records of a segment are then consecutive from
+    /// the seq in its name, which lets [`recover`] judge whether a record found past damage is
+    /// plausible.
+    fn needs_new_segment(&self, seq: u64) -> bool {
+        match self.segments.back() {
+            None => true,
+            Some(s) => {
+                self.writer.is_none()
+                    || s.bytes >= self.opts.segment_bytes
+                    || s.last_seq.checked_add(1) != Some(seq)
+            }
+        }
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        self.opts.dir.join(format!("seg-{first_seq:020}.log"))
+    }
+
+    /// Creates the segment `seg-<first_seq>.log` and makes it the one appended to. Its name keeps
+    /// the high-water mark (`first_seq - 1` handed out) even while it is empty.
+    fn start_segment(&mut self, first_seq: u64) -> Result<()> {
+        let path = self.segment_path(first_seq);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(crate::state_dir::FILE_MODE)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        sync_dir(&self.opts.dir)
+            .with_context(|| format!("cannot sync {}", self.opts.dir.display()))?;
+        self.writer = Some(f);
+        self.segments.push_back(Segment {
+            last_seq: first_seq - 1,
+            path,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Cuts the newest segment back to `len` after a failed append. Should even that fail, the
+    /// segment is no longer appended to: the next append starts a new one, and the next open
+    /// finds the partial record at the end of an older segment and repairs it (nothing after it
+    /// is lost).
+    fn undo_partial_write(&mut self, len: u64) {
+        let w = self.writer.as_mut().expect("open segment");
+        if let Err(e) = w.set_len(len).and_then(|()| w.sync_all()) {
+            let path = &self.segments.back().expect("segment").path;
+            tracing::error!(segment = %path.display(), error = %e, "outbox: cannot cut a failed append back; a new segment is started");
+            self.writer = None;
+        }
+    }
+
+    /// Counts and logs an event the disk did not take, and says why.
+    fn write_failed(&mut self, path: &Path, bytes: u64, e: anyhow::Error) -> AppendError {
+        self.stats.write_failed.fetch_add(1, Ordering::Relaxed);
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            })
+        });
+        let err = if full {
+            AppendError::DiskFull {
+                path: path.to_owned(),
+                bytes,
+            }
+        } else {
+            AppendError::Io(e.context(format!("cannot append to {}", path.display())))
+        };
+        tracing::error!(error = %err, "outbox: event not stored (counted in status as outbox.write_failed)");
+        err
     }
 
     /// The next record to hand to the broker, moved to the in-flight list.
@@ -408,8 +481,9 @@ impl Outbox {
     }
 
     /// Persists the cursor and deletes fully delivered segments, except the newest: it keeps the
-    /// sequence's high-water mark on disk next to the cursor. Cheap to call often; it writes only
-    /// when the cursor moved.
+    /// sequence's high-water mark on disk next to the cursor (a fully delivered newest segment of
+    /// some size is replaced by an empty one, see [`Outbox::roll_delivered`]). Cheap to call
+    /// often; it writes only when the cursor moved.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.acked == self.cursor_written {
             return Ok(());
@@ -423,40 +497,52 @@ impl Outbox {
                 .with_context(|| format!("remove {}", seg.path.display()))?;
             self.segments.pop_front();
         }
+        self.roll_delivered()
+    }
+
+    /// Events hold plates and QR payloads, which should not stay on disk once delivered; but the
+    /// newest segment is never deleted (its name keeps the high-water mark), and it only fills up
+    /// at `segment_bytes` (16 MiB by default: weeks at a quiet gate). So when everything in it is
+    /// delivered and it holds at least [`DELIVERED_ROLL_BYTES`], an empty segment named after the
+    /// next seq takes its place (it keeps the mark) and the old one is deleted. Not at every
+    /// checkpoint: that would cost a file creation and a directory sync per handful of events.
+    fn roll_delivered(&mut self) -> Result<()> {
+        let Some(seg) = self.segments.back() else {
+            return Ok(());
+        };
+        let threshold = DELIVERED_ROLL_BYTES.min(self.opts.segment_bytes);
+        if self.segments.len() > 1 || seg.last_seq > self.acked || seg.bytes < threshold {
+            return Ok(());
+        }
+        let old = seg.path.clone();
+        // The new segment is created and synced before the old one goes: a crash in between
+        // leaves a delivered older segment, which the next open deletes.
+        self.start_segment(self.last_seq() + 1)?;
+        std::fs::remove_file(&old).with_context(|| format!("remove {}", old.display()))?;
+        self.segments.pop_front();
         Ok(())
     }
 
     fn write_cursor(&mut self) -> Result<()> {
         let path = self.opts.dir.join("cursor");
         let tmp = self.opts.dir.join("cursor.tmp");
+        // Lost ranges the cursor has passed need no remembering.
+        let acked = self.acked;
+        self.lost.retain(|(_, last)| *last > acked);
+        let cursor = Cursor {
+            acked,
+            dropped: self.stats.dropped.load(Ordering::Relaxed),
+            last: self.last_seq(),
+            damaged: self.stats.damaged.load(Ordering::Relaxed),
+            skipped: self.stats.skipped.load(Ordering::Relaxed),
+            lost: self.lost.clone(),
+        };
         let mut f = crate::state_dir::create_private_file(&tmp)?;
-        writeln!(
-            f,
-            "{} {} {}",
-            self.acked,
-            self.stats.dropped.load(Ordering::Relaxed),
-            self.last_seq()
-        )?;
+        writeln!(f, "{}", cursor.line())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         self.cursor_written = self.acked;
         Ok(())
-    }
-}
-
-/// `(acked, dropped, last seq handed out)`; an older cursor without the last seq gives `acked`.
-fn read_cursor(path: &Path) -> Result<(u64, u64, u64)> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let mut it = s.split_whitespace().map(str::parse::<u64>);
-            match (it.next(), it.next(), it.next()) {
-                (Some(Ok(a)), Some(Ok(d)), None) => Ok((a, d, a)),
-                (Some(Ok(a)), Some(Ok(d)), Some(Ok(l))) => Ok((a, d, l.max(a))),
-                _ => bail!("outbox cursor {} is corrupt ({s:?})", path.display()),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0, 0)),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -470,37 +556,19 @@ fn segment_first_seq(path: &Path) -> Option<u64> {
         .ok()
 }
 
-/// Reads the valid records of a segment and the length of its valid prefix.
-fn read_segment(path: &Path) -> Result<(Vec<Record>, u64)> {
-    let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut data = Vec::new();
-    f.seek(SeekFrom::Start(0))?;
-    f.read_to_end(&mut data)?;
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos + 8 <= data.len() {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        let Some(body) = data.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if len < 10 || crc32fast::hash(body) != crc {
-            break;
-        }
-        let seq = u64::from_le_bytes(body[0..8].try_into().unwrap());
-        let tlen = u16::from_le_bytes(body[8..10].try_into().unwrap()) as usize;
-        let Some(topic) = body.get(10..10 + tlen) else {
-            break;
-        };
-        out.push(Record {
-            seq,
-            topic_suffix: String::from_utf8_lossy(topic).into_owned(),
-            payload: body[10 + tlen..].to_vec(),
-            catch_up: true,
-        });
-        pos += 8 + len;
-    }
-    Ok((out, pos as u64))
+/// A record as stored: `[u32 length][u32 crc32 of body][body]`, body =
+/// `[u64 seq][u16 topic length][topic][payload]`, little-endian.
+fn encode_record(r: &Record) -> Vec<u8> {
+    let mut body = Vec::with_capacity(r.encoded_len() as usize);
+    body.extend_from_slice(&r.seq.to_le_bytes());
+    body.extend_from_slice(&(r.topic_suffix.len() as u16).to_le_bytes());
+    body.extend_from_slice(r.topic_suffix.as_bytes());
+    body.extend_from_slice(&r.payload);
+    let mut buf = Vec::with_capacity(body.len() + 8);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    buf.extend_from_slice(&body);
+    buf
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -255,3 +255,192 @@ fn an_empty_newest_segment_keeps_the_seq_its_name_gives() {
     assert_eq!(ob.recovered(), 2);
     assert_eq!(ob.last_seq(), 43);
 }
+
+/// A tmpfs of a given size, mounted under a temp dir while the value lives (the tests run as
+/// root). `None`, with a message saying why, where mounting is not permitted.
+struct SmallDisk {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallDisk { mnt, _dir: dir }),
+            Ok(o) => {
+                println!(
+                    "SKIPPED: cannot mount a {size} tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Before the temp dir is removed (fields drop after this).
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// Writes to `path` until the disk refuses more.
+fn fill_disk(path: &Path) {
+    let mut f = File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+                break;
+            }
+        }
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// Issue 13 item 2: an append cut off by a full disk left a partial record, later appends went
+/// behind it, and the next open cut them all off as a torn tail.
+#[test]
+fn a_full_disk_fails_the_append_cleanly_and_nothing_stored_is_lost() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let o = || OutboxOptions {
+        dir: disk.mnt.join("outbox"),
+        max_bytes: 64 << 20,
+        policy: FullPolicy::DropOldest,
+        segment_bytes: 16 << 20,
+    };
+    // Records larger than a page: the one that meets the full disk is partly written.
+    let event = |s: u64| format!("{{\"seq\":{s},\"pad\":\"{}\"}}", "x".repeat(5000)).into_bytes();
+    let mut ob = Outbox::open(o()).unwrap();
+    let mut stored: Vec<u64> = (0..100)
+        .map(|_| ob.append("events/plate", false, event).unwrap())
+        .collect();
+    let seg = segment_files(&o().dir).pop().unwrap();
+    let len = || std::fs::metadata(&seg).unwrap().len();
+    let before = len();
+    assert_ne!(before % 4096, 0, "room left in the segment's last page");
+    fill_disk(&disk.mnt.join("filler"));
+
+    for n in 1..=3 {
+        let err = ob.append("events/plate", false, event).unwrap_err();
+        assert!(matches!(err, AppendError::DiskFull { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("disk full") && msg.contains("seg-"), "{msg}");
+        assert_eq!(
+            len(),
+            before,
+            "the failed append left the segment as it was"
+        );
+        assert_eq!(ob.stats().write_failed.load(Ordering::Relaxed), n);
+    }
+    assert_eq!(ob.last_seq(), 100, "a failed append uses no seq");
+
+    // A restart on the still full disk finds every stored event and nothing damaged.
+    drop(ob);
+    let mut ob = Outbox::open(o()).unwrap();
+    assert_eq!(ob.recovered(), 100);
+    assert_eq!(ob.stats().damaged.load(Ordering::Relaxed), 0);
+    assert!(matches!(
+        ob.append("events/plate", false, event),
+        Err(AppendError::DiskFull { .. })
+    ));
+    assert_eq!(len(), before);
+    // The outbox keeps serving: what is stored goes out and is acknowledged.
+    for _ in 0..10 {
+        let r = ob.next_unsent().unwrap();
+        ob.acknowledge(r.seq);
+    }
+
+    // Space comes back: appends go on with the next seq, behind the intact records.
+    std::fs::remove_file(disk.mnt.join("filler")).unwrap();
+    stored.extend((0..40).map(|_| ob.append("events/plate", false, event).unwrap()));
+    assert_eq!(stored, (1..=140).collect::<Vec<_>>());
+    ob.checkpoint().unwrap();
+    drop(ob);
+
+    let mut ob = Outbox::open(o()).unwrap();
+    let back: Vec<u64> = std::iter::from_fn(|| ob.next_unsent().map(|r| r.seq)).collect();
+    assert_eq!(
+        back,
+        (11..=140).collect::<Vec<_>>(),
+        "every stored event is there, in order; none after the failure was cut"
+    );
+    let stats = ob.stats();
+    assert_eq!(
+        (
+            stats.damaged.load(Ordering::Relaxed),
+            stats.skipped.load(Ordering::Relaxed)
+        ),
+        (0, 0)
+    );
+    assert!(!o().dir.join(QUARANTINE).exists(), "nothing to repair");
+    assert_eq!(push(&mut ob, 1), [141]);
+}
+
+/// Issue 13, also seen: delivered events stayed on disk until a 16 MiB segment filled.
+#[test]
+fn a_delivered_newest_segment_is_rolled_so_delivered_events_do_not_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || OutboxOptions {
+        dir: dir.path().to_owned(),
+        max_bytes: 256 << 20,
+        policy: FullPolicy::DropOldest,
+        segment_bytes: 16 << 20,
+    };
+    let on_disk = || -> u64 {
+        segment_files(dir.path())
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let event = |s: u64| format!("{{\"seq\":{s},\"plate\":\"{}\"}}", "A".repeat(400)).into_bytes();
+    let mut ob = Outbox::open(o()).unwrap();
+    for _ in 0..200 {
+        ob.append("events/plate", false, event).unwrap();
+    }
+    assert!(on_disk() > DELIVERED_ROLL_BYTES);
+    deliver_all(&mut ob);
+    assert_eq!(on_disk(), 0, "delivered events are off the disk");
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 1, "the newest segment is kept: {segs:?}");
+    assert!(
+        segs[0].ends_with(format!("seg-{:020}.log", 201)),
+        "{segs:?}"
+    );
+
+    // Below the threshold a delivered segment stays (bounded), and the sequence survives both the
+    // roll and the loss of the cursor.
+    assert_eq!(push(&mut ob, 3), [201, 202, 203]);
+    deliver_all(&mut ob);
+    assert!((1..DELIVERED_ROLL_BYTES).contains(&on_disk()));
+    drop(ob);
+    std::fs::remove_file(dir.path().join("cursor")).unwrap();
+    let mut ob = Outbox::open(o()).unwrap();
+    assert_eq!(push(&mut ob, 1), [204]);
+}
