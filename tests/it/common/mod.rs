@@ -414,7 +414,7 @@ impl Drop for Publisher {
 /// Renders the first `n` demo plates as a frame folder `frames` under `dir`; returns its
 /// `folder:` URL.
 pub fn demo_frames(dir: &Path, n: usize) -> String {
-    use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+    use gatewatch::tooling::demo::{demo_plates, ClipSpec, Renderer};
     let frames = dir.join("frames");
     Renderer::with_plates(
         ClipSpec::default(),
