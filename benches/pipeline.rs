@@ -2,12 +2,12 @@
 //! frames with one plate. Run with `make bench` (or `cargo bench`); models come from the setup step.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gatewatch::demo::{ClipSpec, Renderer};
 use gatewatch::models::{self, ModelSet};
 use gatewatch::plate::grammar::Region;
 use gatewatch::plate::reader::{PlateReader, ReaderOptions};
 use gatewatch::plate::text_det::TextDetector;
 use gatewatch::plate::text_rec::TextRecogniser;
+use gatewatch::tooling::demo::{ClipSpec, Renderer};
 use gatewatch::vision;
 use opencv::core::Mat;
 use opencv::prelude::*;

@@ -2,8 +2,8 @@
 //! `make bench` (or `cargo bench --bench qr`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gatewatch::demo::{qr_image, ClipSpec, Renderer};
 use gatewatch::qr::QrDecoder;
+use gatewatch::tooling::demo::{qr_image, ClipSpec, Renderer};
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 use std::time::Duration;

@@ -1,16 +1,15 @@
 //! gatewatch: an edge vision appliance for border-gate lanes and truck yards.
 //!
 //! Frames flow from [`source`]s through the [`plate`] pipeline ([`pipeline`]) into [`event`]s that
-//! [`delivery`] publishes over MQTT. [`face`] detects and embeds faces (not yet a camera stage). [`cmds`] holds one module per subcommand; `main.rs` only
-//! parses arguments and dispatches.
+//! [`delivery`] publishes over MQTT; [`app`] assembles a running box and [`hub`] answers the hub's
+//! commands. [`face`] detects and embeds faces. [`cmds`] holds one module per subcommand (`main.rs`
+//! only parses arguments and dispatches); [`tooling`] holds what only the tools use (demo clip,
+//! accuracy measurement).
 
 pub mod app;
 pub mod cmds;
 pub mod config;
 pub mod delivery;
-pub mod demo;
-pub mod demo_dataset;
-pub mod eval;
 pub mod event;
 pub mod face;
 pub mod hub;
@@ -23,6 +22,7 @@ pub mod qr;
 pub mod redact;
 pub mod source;
 pub mod state_dir;
+pub mod tooling;
 pub mod topic;
 pub mod vision;
 pub mod yard;

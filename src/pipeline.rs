@@ -16,8 +16,8 @@ use crate::qr::config::CameraQrConfig;
 use crate::qr::stage::{self as qr_stage, QrStageParts, QrStats};
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
-use crate::yard::config::{entering, CameraYardConfig, LaneRole};
-use crate::yard::engine::{Direction, PassageInput};
+use crate::yard::config::CameraYardConfig;
+use crate::yard::engine::PassageInput;
 use crate::yard::service::YardService;
 
 /// Counters of one camera's pipeline.
@@ -105,26 +105,13 @@ impl YardLane {
     /// motion across the gate line (`frame` is the frame size in pixels).
     fn count(&self, p: &PipelineParts, pass: &ClosedTrack, frame: (f64, f64), at: DateTime<Utc>) {
         let c = &self.config;
-        let direction = match c.role {
-            LaneRole::Entry => Some(Direction::Entry),
-            LaneRole::Exit => Some(Direction::Exit),
-            LaneRole::Both => {
-                let centre = |b: &crate::vision::BBox| {
-                    (
-                        (b.x + b.w / 2.0) as f64 / frame.0,
-                        (b.y + b.h / 2.0) as f64 / frame.1,
-                    )
-                };
-                let (line, inside) = (c.line.unwrap_or_default(), c.inside.unwrap_or_default());
-                entering(
-                    &line,
-                    &inside,
-                    centre(&pass.first_bbox),
-                    centre(&pass.last_bbox),
-                )
-                .map(|e| if e { Direction::Entry } else { Direction::Exit })
-            }
+        let centre = |b: &crate::vision::BBox| {
+            (
+                (b.x + b.w / 2.0) as f64 / frame.0,
+                (b.y + b.h / 2.0) as f64 / frame.1,
+            )
         };
+        let direction = c.direction(centre(&pass.first_bbox), centre(&pass.last_bbox));
         let Some(direction) = direction else {
             tracing::warn!(camera = %p.camera, plate = ?pass.plate, "passage not counted in the yard: it did not move across the gate line far enough to tell its direction");
             return;

@@ -94,7 +94,12 @@ impl App {
                 timings: opts.timings,
             },
         )?;
-        let status = Arc::new(StatusSources::new(&lanes, delivery.clone(), events.clone()));
+        let status = Arc::new(StatusSources::new(
+            &lanes,
+            delivery.clone(),
+            events.clone(),
+            yards.clone(),
+        ));
         Ok(App {
             delivery,
             events,

@@ -12,6 +12,7 @@ use crate::event::{format_ts, EventFactory};
 use crate::pipeline::PipelineStats;
 use crate::qr::stage::QrStats;
 use crate::source::camera::CameraHealth;
+use crate::yard::service::YardService;
 
 /// One camera's counters.
 struct CameraCounters {
@@ -26,12 +27,18 @@ pub struct StatusSources {
     cameras: Vec<CameraCounters>,
     delivery: Arc<Delivery>,
     events: Arc<EventFactory>,
+    yards: Arc<YardService>,
     started: Instant,
     started_at: String,
 }
 
 impl StatusSources {
-    pub fn new(lanes: &Lanes, delivery: Arc<Delivery>, events: Arc<EventFactory>) -> Self {
+    pub fn new(
+        lanes: &Lanes,
+        delivery: Arc<Delivery>,
+        events: Arc<EventFactory>,
+        yards: Arc<YardService>,
+    ) -> Self {
         StatusSources {
             cameras: lanes
                 .iter()
@@ -44,6 +51,7 @@ impl StatusSources {
                 .collect(),
             delivery,
             events,
+            yards,
             started: Instant::now(),
             started_at: format_ts(chrono::Utc::now()),
         }
@@ -65,7 +73,7 @@ impl StatusSources {
             .collect();
         let mut outbox = self.delivery.status_fields();
         outbox["too_large"] = self.events.too_large().into();
-        json!({
+        let mut doc = json!({
             "state": "online",
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": self.started_at,
@@ -75,6 +83,11 @@ impl StatusSources {
             "commands": {
                 "retained_ignored": self.delivery.link_stats().retained_commands.load(Ordering::Relaxed),
             },
-        })
+        });
+        let yards = self.yards.status();
+        if yards.as_object().is_some_and(|y| !y.is_empty()) {
+            doc["yards"] = yards;
+        }
+        doc
     }
 }

@@ -117,7 +117,7 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
     let delivered_s = start.elapsed().as_secs_f64();
     let left = rt.block_on(link.shutdown(Duration::from_secs(5)));
     append_us.sort_by(f64::total_cmp);
-    let pct = |p: f64| crate::eval::percentile(&append_us, p);
+    let pct = |p: f64| crate::tooling::eval::percentile(&append_us, p);
     let summary = serde_json::json!({
         "mode": "outbox",
         "events": n,

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::config::Config;
 use crate::delivery::Outbox;
-use crate::demo::{demo_plates, ClipSpec, Renderer};
-use crate::eval::percentile;
 use crate::event::{EventKind, PlateEvent};
 use crate::models::ModelSet;
 use crate::pipeline::StageTimes;
+use crate::tooling::demo::{demo_plates, ClipSpec, Renderer};
+use crate::tooling::eval::percentile;
 
 /// Arguments of `gatewatch bench pipeline`.
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,7 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::demo::{ClipSpec, Renderer};
+use crate::tooling::demo::{ClipSpec, Renderer};
 
 /// `gatewatch demo …`
 #[derive(Debug, clap::Subcommand)]
@@ -26,7 +26,7 @@ pub enum DemoCmd {
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cn")]
-        kind: crate::demo_dataset::PlateKind,
+        kind: crate::tooling::demo_dataset::PlateKind,
         #[arg(long, default_value_t = 100)]
         count: usize,
         #[arg(long, default_value_t = 1)]
@@ -48,8 +48,8 @@ pub fn run(cmd: &DemoCmd) -> Result<ExitCode> {
             width,
             height,
         } => {
-            let plates = crate::demo_dataset::random_plates(*kind, *count, *seed);
-            crate::demo_dataset::write_dataset(out, plates, *width, *height)?;
+            let plates = crate::tooling::demo_dataset::random_plates(*kind, *count, *seed);
+            crate::tooling::demo_dataset::write_dataset(out, plates, *width, *height)?;
             eprintln!(
                 "demo: wrote {count} labelled plate images to {}",
                 out.display()

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::PlateConfig;
-use crate::eval;
 use crate::face::detect::DetectorOptions;
 use crate::face::{self, FaceOptions, FaceReader};
 use crate::models::{self, ModelSet};
 use crate::plate::grammar::{self, Region};
 use crate::plate::reader::{PlateReader, ReaderOptions};
+use crate::tooling::eval;
 
 /// `gatewatch eval …`
 #[derive(Debug, clap::Subcommand)]

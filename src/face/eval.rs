@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use super::embed::Embedding;
 use super::FaceReader;
-use crate::eval::percentile;
+use crate::tooling::eval::percentile;
 use crate::vision::{self, BBox};
 
 /// IoU at which a found face counts as a labelled one (or as an ignored one).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::QrDecoder;
-use crate::eval::percentile;
+use crate::tooling::eval::percentile;
 
 /// One labelled image.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::YardRules;
+use super::engine::{Direction, YardRules};
 use crate::topic::{is_topic_segment, TOPIC_SEGMENT_RULE};
 
 /// `[[yard]]`: a yard whose occupancy gatewatch keeps.
@@ -176,6 +176,31 @@ pub fn validate(
     }
 }
 
+impl CameraYardConfig {
+    /// The direction of a passage whose plate moved from `from` to `to` (centres, in frame
+    /// fractions): the lane's role, or for `both` the side of the gate line it moved towards.
+    /// `None` when a `both` lane cannot tell (it moved too little across the line).
+    pub fn direction(&self, from: (f64, f64), to: (f64, f64)) -> Option<Direction> {
+        match self.role {
+            LaneRole::Entry => Some(Direction::Entry),
+            LaneRole::Exit => Some(Direction::Exit),
+            LaneRole::Both => {
+                let (line, inside) = (
+                    self.line.unwrap_or_default(),
+                    self.inside.unwrap_or_default(),
+                );
+                entering(&line, &inside, from, to).map(|e| {
+                    if e {
+                        Direction::Entry
+                    } else {
+                        Direction::Exit
+                    }
+                })
+            }
+        }
+    }
+}
+
 /// Signed distance-like value of point (x, y) from the line (positive on one side, negative on
 /// the other), in frame fractions.
 pub fn side(line: &[f64; 4], x: f64, y: f64) -> f64 {
@@ -196,4 +221,62 @@ pub fn entering(
         return None;
     }
     Some((towards > 0.0) == (side(line, inside[0], inside[1]) > 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(role: LaneRole) -> CameraYardConfig {
+        CameraYardConfig {
+            id: "y".into(),
+            role,
+            // A horizontal gate line across the middle; the yard lies below it.
+            line: (role == LaneRole::Both).then_some([0.0, 0.5, 1.0, 0.5]),
+            inside: (role == LaneRole::Both).then_some([0.5, 0.9]),
+        }
+    }
+
+    #[test]
+    fn a_one_way_lane_gives_its_role_whatever_the_motion() {
+        for (from, to) in [
+            ((0.5, 0.2), (0.5, 0.8)),
+            ((0.5, 0.8), (0.5, 0.2)),
+            ((0.5, 0.5), (0.5, 0.5)),
+        ] {
+            assert_eq!(
+                lane(LaneRole::Entry).direction(from, to),
+                Some(Direction::Entry)
+            );
+            assert_eq!(
+                lane(LaneRole::Exit).direction(from, to),
+                Some(Direction::Exit)
+            );
+        }
+    }
+
+    #[test]
+    fn a_both_lane_reads_the_direction_from_the_motion_across_the_line() {
+        let both = lane(LaneRole::Both);
+        assert_eq!(
+            both.direction((0.5, 0.2), (0.5, 0.8)),
+            Some(Direction::Entry),
+            "towards the yard"
+        );
+        assert_eq!(
+            both.direction((0.5, 0.8), (0.5, 0.2)),
+            Some(Direction::Exit),
+            "away from it"
+        );
+        // Moving along the line, or hardly at all: cannot tell, not counted.
+        assert_eq!(both.direction((0.1, 0.5), (0.9, 0.51)), None);
+        assert_eq!(both.direction((0.5, 0.40), (0.5, 0.41)), None);
+        // Which side is "inside" decides, not the screen direction.
+        let mut above = both.clone();
+        above.inside = Some([0.5, 0.1]);
+        assert_eq!(
+            above.direction((0.5, 0.2), (0.5, 0.8)),
+            Some(Direction::Exit)
+        );
+    }
 }

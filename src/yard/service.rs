@@ -1,7 +1,7 @@
 //! The yards of a running box: passages and timer ticks in, events to the outbox, state to disk,
 //! occupancy to its retained topic, and the hub's `yard_set`, `yard_remove`, `yard_list`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -28,6 +28,17 @@ struct Unit {
     store: YardStore,
     stored: Stored,
     started: DateTime<Utc>,
+    /// Failed writes of the state file or of events into the outbox, since start, and the last
+    /// one: shown in status so a full disk is seen before the hub notices missing events.
+    storage_errors: u64,
+    last_storage_error: Option<String>,
+}
+
+impl Unit {
+    fn storage_failed(&mut self, error: &str) {
+        self.storage_errors += 1;
+        self.last_storage_error = Some(error.to_owned());
+    }
 }
 
 /// All configured yards.
@@ -74,6 +85,8 @@ impl YardService {
                 store,
                 stored,
                 started: Utc::now(),
+                storage_errors: 0,
+                last_storage_error: None,
             };
             units.insert(y.id.clone(), Mutex::new(unit));
         }
@@ -83,13 +96,43 @@ impl YardService {
             events,
             delivery,
         });
-        for unit in svc.units.values() {
+        for (id, unit) in &svc.units {
             let mut u = unit.lock().expect("yard lock");
-            svc.flush(&mut u)
-                .context("cannot store the yard's pending events")?;
+            // Events a crash left in the yard file go to the outbox now; when the outbox cannot
+            // take them (full disk) they stay in the file, counted in status, and go with the
+            // yard's next change: the box starts all the same.
+            if let Err(e) = svc.flush(&mut u) {
+                let error = format!("{e:#}");
+                tracing::error!(yard = %id, error = %error, pending = u.stored.pending.len(), "yard events kept on disk, to be sent later");
+                u.storage_failed(&error);
+            }
             svc.publish_occupancy(&u);
         }
         Ok(svc)
+    }
+
+    /// The yards' part of the status document: per yard its counts, the events waiting in its
+    /// file for the outbox, and its storage failures; or why it is out of service.
+    pub fn status(&self) -> Value {
+        let mut yards = Map::new();
+        for (id, unit) in &self.units {
+            let u = unit.lock().expect("yard lock");
+            let o = occupancy(&u);
+            let mut y = json!({
+                "occupied": o.occupied,
+                "capacity": o.capacity,
+                "unsent": u.stored.pending.len(),
+                "storage_errors": u.storage_errors,
+            });
+            if let Some(e) = &u.last_storage_error {
+                y["last_storage_error"] = e.clone().into();
+            }
+            yards.insert(id.clone(), y);
+        }
+        for (id, reason) in &self.refused {
+            yards.insert(id.clone(), json!({"out_of_service": reason}));
+        }
+        Value::Object(yards)
     }
 
     /// Ids of the configured yards, also those out of service.
@@ -266,6 +309,7 @@ impl YardService {
             // Not durable: undo, so memory never runs ahead of what a restart would find.
             let error = format!("{e:#}");
             tracing::error!(yard, error = %error, "yard state not saved; change undone");
+            u.storage_failed(&error);
             u.yard.state = before.clone();
             u.stored.state = before;
             let keep = u.stored.pending.len() - events.len();
@@ -279,7 +323,9 @@ impl YardService {
             tracing::info!(yard, kind = ?e.body.kind, plate = ?e.body.plate, occupied = e.body.occupied, "yard event");
         }
         if let Err(e) = self.flush(&mut u) {
-            tracing::error!(yard, error = %format!("{e:#}"), "yard events kept on disk, to be sent later");
+            let error = format!("{e:#}");
+            tracing::error!(yard, error = %error, "yard events kept on disk, to be sent later");
+            u.storage_failed(&error);
         }
         self.publish_occupancy(&u);
         Ok(events)
@@ -517,11 +563,19 @@ mod tests {
         let listed = svc.command("yard_list", &req(json!({"id": 4}))).unwrap();
         assert_eq!(listed["inside"][0]["plate"], "51A12345");
         assert_eq!(std::fs::read(&file).unwrap(), stored, "file unchanged");
+        // Status shows the failures, and the last one says what failed.
+        let status = svc.status();
+        assert_eq!(status["yard-a"]["storage_errors"], 2, "{status}");
+        assert!(status["yard-a"]["last_storage_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write yard state"));
         // Once the storage works again, the same command succeeds.
         std::fs::remove_dir(&tmp).unwrap();
         svc.command("yard_remove", &req(json!({"id": 5, "plate": "51A12345"})))
             .unwrap();
         assert_eq!(svc.occupancy("yard-a").unwrap().occupied, 0);
+        assert_eq!(svc.status()["yard-a"]["occupied"], 0);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! province character must come through the CJK route, two-line plates must be joined, new-energy
 //! plates must keep their eight characters, and nothing else may be read.
 
-use gatewatch::demo_dataset::{random_plates, write_dataset, PlateKind};
-use gatewatch::eval::{evaluate, load_dataset, summarise};
 use gatewatch::models::{self, ModelSet};
 use gatewatch::plate::reader::{PlateReader, ReaderOptions};
+use gatewatch::tooling::demo_dataset::{random_plates, write_dataset, PlateKind};
+use gatewatch::tooling::eval::{evaluate, load_dataset, summarise};
 
 /// An image not read perfectly: its labelled plates and what was read.
 type Miss = (Vec<String>, Vec<String>);

@@ -6,10 +6,10 @@
 
 use crate::common;
 
-use gatewatch::eval::{evaluate, load_dataset, summarise};
 use gatewatch::models::{self, ModelSet};
 use gatewatch::plate::grammar::Region;
 use gatewatch::plate::reader::{PlateReader, ReaderOptions};
+use gatewatch::tooling::eval::{evaluate, load_dataset, summarise};
 
 fn eval_set(set: ModelSet, retry_max_side: u32, floors: [f64; 2]) {
     let Some(base) = common::shared_dir("data/plates") else {

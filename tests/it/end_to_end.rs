@@ -3,7 +3,7 @@
 use crate::common;
 
 use common::*;
-use gatewatch::demo::{demo_codes, demo_plates, ClipSpec, Renderer};
+use gatewatch::tooling::demo::{demo_codes, demo_plates, ClipSpec, Renderer};
 use std::time::Duration;
 
 #[test]

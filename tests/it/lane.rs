@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::*;
-use gatewatch::demo::demo_plates;
+use gatewatch::tooling::demo::demo_plates;
 use std::time::Duration;
 
 #[test]

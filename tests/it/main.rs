@@ -14,6 +14,7 @@ mod common;
 
 mod accuracy_rendered;
 mod accuracy_shared;
+mod acl;
 mod cli;
 mod commands;
 mod delivery;

@@ -9,7 +9,7 @@ use opencv::core::{Mat, Point2f, Rect, Scalar, Size, Vector, CV_8UC1};
 use opencv::prelude::*;
 
 fn render(text: &str, module: i32) -> Mat {
-    gatewatch::demo::qr_image(text, module).unwrap()
+    gatewatch::tooling::demo::qr_image(text, module).unwrap()
 }
 
 /// A 1920x1080 grey frame: a gradient with deterministic noise, like a lane under daylight.

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use gatewatch::tooling::demo::{demo_plates, ClipSpec, Renderer};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

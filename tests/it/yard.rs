@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+use gatewatch::tooling::demo::{demo_plates, ClipSpec, Renderer};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -277,7 +277,7 @@ fn a_vehicle_whose_plate_cannot_be_read_still_counts() {
     let dir = tempfile::tempdir().unwrap();
     // A readable plate, then a plate whose text fits no grammar (letters only, four of them).
     let mut plates: Vec<_> = demo_plates().into_iter().take(1).collect();
-    plates.push(gatewatch::demo::DemoPlate {
+    plates.push(gatewatch::tooling::demo::DemoPlate {
         lines: vec!["QX-ZW"],
         expected: "",
         ..plates[0].clone()

@@ -16,8 +16,10 @@ pub struct Broker {
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistent: bool,
-    /// Extra configuration lines (more listeners, TLS).
+    /// Extra configuration lines (more listeners, TLS, password and ACL files).
     pub extra_conf: String,
+    /// Whether clients without a user may connect (true unless a test sets up users).
+    pub allow_anonymous: bool,
 }
 
 /// A free TCP port on loopback.
@@ -59,6 +61,7 @@ impl Broker {
             child: None,
             persistent,
             extra_conf: String::new(),
+            allow_anonymous: true,
         };
         b.restart();
         b
@@ -79,7 +82,8 @@ impl Broker {
         // `user root` keeps the broker able to read the test's files (it drops to its own user
         // otherwise); per_listener_settings false lets extra listeners share the settings.
         let text = format!(
-            "per_listener_settings false\nallow_anonymous true\nuser root\n{persistence}log_dest file {}\nconnection_messages true\nlistener {} 127.0.0.1\n{}\n",
+            "per_listener_settings false\nallow_anonymous {}\nuser root\n{persistence}log_dest file {}\nconnection_messages true\nlistener {} 127.0.0.1\n{}\n",
+            self.allow_anonymous,
             self.log_path().display(),
             self.port,
             self.extra_conf
@@ -157,19 +161,33 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
+        Self::start_as(port, filter, None)
+    }
+
+    /// A subscriber that logs in as `user` with `password`.
+    pub fn start_as(port: u16, filter: &str, login: Option<(&str, &str)>) -> Subscriber {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("test-sub-{}-{n}", std::process::id());
-        Self::start_with(port, filter, &id, true)
+        Self::start_with(port, filter, &id, true, login)
     }
 
     /// A subscriber with a persistent session: the broker queues its QoS 1 messages while it is away.
     pub fn start_persistent(port: u16, filter: &str, id: &str) -> Subscriber {
-        Self::start_with(port, filter, id, false)
+        Self::start_with(port, filter, id, false, None)
     }
 
-    fn start_with(port: u16, filter: &str, id: &str, clean: bool) -> Subscriber {
+    fn start_with(
+        port: u16,
+        filter: &str,
+        id: &str,
+        clean: bool,
+        login: Option<(&str, &str)>,
+    ) -> Subscriber {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_clean_session(clean);
         // Snapshot replies carry a JPEG; allow them.
@@ -370,7 +388,15 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(port: u16) -> Publisher {
+        Self::new_as(port, None)
+    }
+
+    /// A hub that logs in as `user` with `password`.
+    pub fn new_as(port: u16, login: Option<(&str, &str)>) -> Publisher {
         let mut opts = rumqttc::MqttOptions::new("test-hub", "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         // Large enough to send the oversized command the box must refuse.
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut conn) = rumqttc::Client::new(opts, 100);
@@ -414,7 +440,7 @@ impl Drop for Publisher {
 /// Renders the first `n` demo plates as a frame folder `frames` under `dir`; returns its
 /// `folder:` URL.
 pub fn demo_frames(dir: &Path, n: usize) -> String {
-    use gatewatch::demo::{demo_plates, ClipSpec, Renderer};
+    use gatewatch::tooling::demo::{demo_plates, ClipSpec, Renderer};
     let frames = dir.join("frames");
     Renderer::with_plates(
         ClipSpec::default(),

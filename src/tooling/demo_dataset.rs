@@ -8,8 +8,8 @@
 use anyhow::{Context, Result};
 use std::path::Path;
 
-use crate::demo::{ClipSpec, DemoPlate, Renderer};
 use crate::plate::grammar::CN_PROVINCES;
+use crate::tooling::demo::{ClipSpec, DemoPlate, Renderer};
 
 /// Which plates to render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
