@@ -40,8 +40,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod cursor;
+mod record;
 mod recover;
 use cursor::Cursor;
+pub use record::Record;
+use record::{encode_record, sync_dir};
 pub use recover::QUARANTINE;
 
 /// A fully delivered newest segment at least this large is replaced by an empty one at the next
@@ -89,23 +92,6 @@ pub struct OutboxStats {
     pub damaged: AtomicU64,
     /// Undelivered events no outbox file held at open (a segment file gone), each range logged.
     pub skipped: AtomicU64,
-}
-
-/// One stored event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub seq: u64,
-    pub topic_suffix: String,
-    pub payload: Vec<u8>,
-    /// Catch-up rather than live: recovered from disk at start-up, or produced while the broker
-    /// was unreachable. Not stored; published as `"replayed": true`.
-    pub catch_up: bool,
-}
-
-impl Record {
-    fn encoded_len(&self) -> u64 {
-        (8 + 8 + 2 + self.topic_suffix.len() + self.payload.len()) as u64
-    }
 }
 
 struct Segment {
@@ -544,35 +530,6 @@ impl Outbox {
         self.cursor_written = self.acked;
         Ok(())
     }
-}
-
-/// The first seq in a segment's name `seg-<seq>.log`.
-fn segment_first_seq(path: &Path) -> Option<u64> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("seg-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
-}
-
-/// A record as stored: `[u32 length][u32 crc32 of body][body]`, body =
-/// `[u64 seq][u16 topic length][topic][payload]`, little-endian.
-fn encode_record(r: &Record) -> Vec<u8> {
-    let mut body = Vec::with_capacity(r.encoded_len() as usize);
-    body.extend_from_slice(&r.seq.to_le_bytes());
-    body.extend_from_slice(&(r.topic_suffix.len() as u16).to_le_bytes());
-    body.extend_from_slice(r.topic_suffix.as_bytes());
-    body.extend_from_slice(&r.payload);
-    let mut buf = Vec::with_capacity(body.len() + 8);
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    buf.extend_from_slice(&body);
-    buf
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //!   stored) is not trusted for delivery: every event on disk is sent again (duplicates are
 //!   allowed, losses are not). Its values still raise the sequence, so no seq repeats.
 
-use super::{encode_record, sync_dir, Cursor, Record};
+use super::cursor::Cursor;
+use super::record::{encode_record, segment_first_seq, sync_dir, Record};
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -162,7 +163,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
         }
         if name.ends_with(".log.tmp") {
             let _ = std::fs::remove_file(&path);
-        } else if let Some(first) = super::segment_first_seq(&path) {
+        } else if let Some(first) = segment_first_seq(&path) {
             segs.push((path, first));
         } else if name.ends_with(".log") {
             tracing::warn!(file = %path.display(), "outbox: not a segment name gatewatch writes; ignored");

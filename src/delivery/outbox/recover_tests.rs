@@ -1,7 +1,8 @@
 //! Issue 13 item 3: damaged outbox files, made for real on disk, and what the next open keeps,
 //! counts and logs.
 
-use super::super::{encode_record, FullPolicy, Outbox, OutboxOptions, Record};
+use super::super::record::{encode_record, segment_first_seq, Record};
+use super::super::{FullPolicy, Outbox, OutboxOptions};
 use super::QUARANTINE;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn first_seq(seg: &Path) -> u64 {
-    super::super::segment_first_seq(seg).unwrap()
+    segment_first_seq(seg).unwrap()
 }
 
 fn counts(ob: &Outbox) -> (u64, u64) {
