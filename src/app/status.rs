@@ -9,6 +9,8 @@ use std::time::Instant;
 use super::lanes::Lanes;
 use crate::delivery::Delivery;
 use crate::event::{format_ts, EventFactory};
+use crate::face::service::FaceService;
+use crate::face::stage::FaceStats;
 use crate::pipeline::PipelineStats;
 use crate::qr::stage::QrStats;
 use crate::source::camera::CameraHealth;
@@ -19,6 +21,7 @@ struct CameraCounters {
     health: Arc<CameraHealth>,
     pipeline: Arc<PipelineStats>,
     qr: Option<Arc<QrStats>>,
+    face: Option<Arc<FaceStats>>,
 }
 
 /// The counters a status document is made of (cheap handles; the document is built on demand).
@@ -26,12 +29,18 @@ pub struct StatusSources {
     cameras: Vec<CameraCounters>,
     delivery: Arc<Delivery>,
     events: Arc<EventFactory>,
+    faces: Arc<FaceService>,
     started: Instant,
     started_at: String,
 }
 
 impl StatusSources {
-    pub fn new(lanes: &Lanes, delivery: Arc<Delivery>, events: Arc<EventFactory>) -> Self {
+    pub fn new(
+        lanes: &Lanes,
+        delivery: Arc<Delivery>,
+        events: Arc<EventFactory>,
+        faces: Arc<FaceService>,
+    ) -> Self {
         StatusSources {
             cameras: lanes
                 .iter()
@@ -40,10 +49,12 @@ impl StatusSources {
                     health: lane.health.clone(),
                     pipeline: lane.stats.clone(),
                     qr: lane.qr_stats.clone(),
+                    face: lane.face_stats.clone(),
                 })
                 .collect(),
             delivery,
             events,
+            faces,
             started: Instant::now(),
             started_at: format_ts(chrono::Utc::now()),
         }
@@ -60,6 +71,9 @@ impl StatusSources {
                 if let Some(qr) = &c.qr {
                     cam["qr"] = qr.snapshot();
                 }
+                if let Some(face) = &c.face {
+                    cam["face"] = face.snapshot();
+                }
                 (c.id.clone(), cam)
             })
             .collect();
@@ -72,6 +86,7 @@ impl StatusSources {
             "uptime_s": self.started.elapsed().as_secs(),
             "cameras": cameras,
             "outbox": outbox,
+            "faces": self.faces.status(),
             "commands": {
                 "retained_ignored": self.delivery.link_stats().retained_commands.load(Ordering::Relaxed),
             },
