@@ -1,8 +1,9 @@
 //! gatewatch: an edge vision appliance for border-gate lanes and truck yards.
 //!
 //! Frames flow from [`source`]s through the [`plate`] pipeline ([`pipeline`]) into [`event`]s that
-//! [`delivery`] publishes over MQTT. [`face`] detects and embeds faces (not yet a camera stage). [`cmds`] holds one module per subcommand; `main.rs` only
-//! parses arguments and dispatches.
+//! [`delivery`] publishes over MQTT. Side stages on their own threads read QR codes ([`qr`]) and
+//! recognise faces against the box's gallery ([`face`]). [`cmds`] holds one module per
+//! subcommand; `main.rs` only parses arguments and dispatches.
 
 pub mod app;
 pub mod cmds;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod demo_dataset;
+pub mod demo_faces;
 pub mod eval;
 pub mod event;
 pub mod face;
