@@ -88,10 +88,7 @@ pub fn run(cmd: &FaceCmd) -> Result<ExitCode> {
                 }
             }
             if !problems.is_empty() {
-                bail!(
-                    "nothing enrolled:\n  - {}",
-                    problems.join("\n  - ")
-                );
+                bail!("nothing enrolled:\n  - {}", problems.join("\n  - "));
             }
             let g = service
                 .enrol(id, label.as_deref(), embeddings, *replace)
@@ -107,7 +104,11 @@ pub fn run(cmd: &FaceCmd) -> Result<ExitCode> {
         FaceCmd::Import { dir, replace, .. } => import(&service, dir, *replace),
         FaceCmd::Remove { id, .. } => {
             let g = service.remove(id).map_err(anyhow::Error::msg)?;
-            eprintln!("face: {id} removed; gallery version {}, {} identities", g.version, g.len());
+            eprintln!(
+                "face: {id} removed; gallery version {}, {} identities",
+                g.version,
+                g.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         FaceCmd::List { .. } => {
@@ -115,7 +116,11 @@ pub fn run(cmd: &FaceCmd) -> Result<ExitCode> {
             for line in g.list(0, g.len()) {
                 println!("{}", serde_json::to_string(&line)?);
             }
-            eprintln!("face: gallery version {}, {} identities", g.version, g.len());
+            eprintln!(
+                "face: gallery version {}, {} identities",
+                g.version,
+                g.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

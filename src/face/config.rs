@@ -97,14 +97,56 @@ impl CameraFaceConfig {
         };
         let (fps, px, side) = (self.scan_fps, self.min_face_px, self.detector_long_side);
         range("scan_fps", fps, fps.to_string(), 0.1, 30.0, "");
-        range("min_face_px", px as f64, px.to_string(), 16.0, 1000.0, " px");
-        range("detector_long_side", side as f64, side.to_string(), 160.0, 1920.0, " px");
+        range(
+            "min_face_px",
+            px as f64,
+            px.to_string(),
+            16.0,
+            1000.0,
+            " px",
+        );
+        range(
+            "detector_long_side",
+            side as f64,
+            side.to_string(),
+            160.0,
+            1920.0,
+            " px",
+        );
         let (threshold, margin) = (self.match_threshold, self.min_margin);
-        range("match_threshold", threshold as f64, threshold.to_string(), 0.5, 0.999, "");
-        range("min_margin", margin as f64, margin.to_string(), 0.0, 0.5, "");
+        range(
+            "match_threshold",
+            threshold as f64,
+            threshold.to_string(),
+            0.5,
+            0.999,
+            "",
+        );
+        range(
+            "min_margin",
+            margin as f64,
+            margin.to_string(),
+            0.0,
+            0.5,
+            "",
+        );
         let (gone, decide) = (self.gone_after_s, self.decide_after_s);
-        range("gone_after_s", gone, gone.to_string(), 0.1, 3600.0, " seconds");
-        range("decide_after_s", decide, decide.to_string(), 0.0, 60.0, " seconds");
+        range(
+            "gone_after_s",
+            gone,
+            gone.to_string(),
+            0.1,
+            3600.0,
+            " seconds",
+        );
+        range(
+            "decide_after_s",
+            decide,
+            decide.to_string(),
+            0.0,
+            60.0,
+            " seconds",
+        );
         if let Some(r) = self.roi {
             let inside = r.iter().all(|v| (0.0..=1.0).contains(v))
                 && r[0] + r[2] <= 1.0
@@ -124,7 +166,10 @@ mod tests {
     fn defaults_are_valid_and_private() {
         let c: CameraFaceConfig = toml::from_str("").unwrap();
         assert_eq!(c, CameraFaceConfig::default());
-        assert!(!c.publish_images, "images are published only when configured");
+        assert!(
+            !c.publish_images,
+            "images are published only when configured"
+        );
         assert_eq!(c.match_threshold, 0.926);
         let mut n = 0;
         c.validate("camera[0].face", &mut |_, _| n += 1);
@@ -141,7 +186,9 @@ mod tests {
             ..CameraFaceConfig::default()
         };
         let mut issues = Vec::new();
-        c.validate("camera[0].face", &mut |k, m| issues.push(format!("{k}: {m}")));
+        c.validate("camera[0].face", &mut |k, m| {
+            issues.push(format!("{k}: {m}"))
+        });
         assert_eq!(issues.len(), 4, "{issues:?}");
         assert!(issues[0].starts_with("camera[0].face.scan_fps: 0 is out of range"));
         assert!(issues[1].contains("min_face_px: 4 is out of range: allowed 16 to 1000 px"));

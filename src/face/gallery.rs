@@ -184,7 +184,12 @@ impl Gallery {
         match self.find(id) {
             Ok(n) => {
                 let existing = &self.identities[n];
-                let total = embeddings.len() + if replace { 0 } else { existing.embeddings.len() };
+                let total = embeddings.len()
+                    + if replace {
+                        0
+                    } else {
+                        existing.embeddings.len()
+                    };
                 if total > MAX_EMBEDDINGS_PER_IDENTITY {
                     return Err(format!(
                         "identity {id} would have {total} embeddings: at most \
@@ -361,7 +366,10 @@ mod tests {
             .unwrap();
         assert_eq!(g.get("a").unwrap().embeddings.len(), 1);
         assert_eq!(g.get("a").unwrap().label.as_deref(), Some("A"));
-        assert!(g.remove("nobody").unwrap_err().contains("not in the gallery"));
+        assert!(g
+            .remove("nobody")
+            .unwrap_err()
+            .contains("not in the gallery"));
         g.remove("a").unwrap();
         assert!(g.is_empty());
         assert_eq!(g.version, 3, "only the changes that happened count");
@@ -376,6 +384,9 @@ mod tests {
         let page: Vec<_> = g.list(1, 5).into_iter().map(|s| s.identity).collect();
         assert_eq!(page, ["b", "c"]);
         let json = serde_json::to_string(&g.list(0, 1)).unwrap();
-        assert!(!json.contains("0.0") && json.contains("\"embeddings\":1"), "{json}");
+        assert!(
+            !json.contains("0.0") && json.contains("\"embeddings\":1"),
+            "{json}"
+        );
     }
 }

@@ -121,8 +121,8 @@ mod tests {
     #[test]
     fn a_blurred_crop_is_less_sharp() {
         use opencv::core::{Scalar, Size, CV_8UC3};
-        let mut crop = Mat::new_rows_cols_with_default(150, 150, CV_8UC3, Scalar::all(0.0))
-            .unwrap();
+        let mut crop =
+            Mat::new_rows_cols_with_default(150, 150, CV_8UC3, Scalar::all(0.0)).unwrap();
         for y in 0..150 {
             for x in 0..150 {
                 let v = if (x / 6 + y / 6) % 2 == 0 { 230 } else { 20 };

@@ -99,8 +99,7 @@ impl FaceService {
 
     /// The one face of an enrolment image (JPEG, PNG, WebP, … bytes), or what is wrong with it.
     pub fn face_of_image(&self, bytes: &[u8]) -> Result<EnrolFace, String> {
-        let image =
-            crate::vision::decode_image(bytes).map_err(|e| format!("bad image: {e:#}"))?;
+        let image = crate::vision::decode_image(bytes).map_err(|e| format!("bad image: {e:#}"))?;
         let mut slot = self.reader.lock().map_err(|_| "face reader poisoned")?;
         if slot.is_none() {
             let reader = self
@@ -212,9 +211,7 @@ impl FaceService {
             super::gallery::check_label(l)?;
         }
         let (embedding, face) = match (image, embedding) {
-            (Some(_), Some(_)) => {
-                return Err("give either image_b64 or embedding, not both".into())
-            }
+            (Some(_), Some(_)) => return Err("give either image_b64 or embedding, not both".into()),
             (None, None) => {
                 return Err(
                     "face_enrol needs image_b64 (a JPEG or PNG, base64) or embedding (128 numbers)"
@@ -232,7 +229,11 @@ impl FaceService {
         };
         let g = self.enrol(id, label, vec![embedding], replace)?;
         let count = g.get(id).map_or(0, |i| i.embeddings.len());
-        tracing::info!(version = g.version, identities = g.len(), "face gallery: identity enrolled");
+        tracing::info!(
+            version = g.version,
+            identities = g.len(),
+            "face gallery: identity enrolled"
+        );
         let mut result = json!({
             "identity": id,
             "embeddings": count,
@@ -247,7 +248,8 @@ impl FaceService {
 }
 
 fn required_identity(req: &Map<String, Value>) -> Result<&str, String> {
-    optional_str(req, "identity")?.ok_or_else(|| "missing identity: the gallery id to act on".into())
+    optional_str(req, "identity")?
+        .ok_or_else(|| "missing identity: the gallery id to act on".into())
 }
 
 /// A 128-number JSON array as an embedding (normalised), or what is wrong with it.
@@ -309,7 +311,10 @@ mod tests {
         let r = c.dispatch("face_list", br#"{"id":2}"#).body;
         assert_eq!(r["result"]["total"], 1);
         assert_eq!(r["result"]["identities"][0]["label"], "Pat");
-        assert!(!r.to_string().contains("0.0"), "no embedding in a list: {r}");
+        assert!(
+            !r.to_string().contains("0.0"),
+            "no embedding in a list: {r}"
+        );
         let r = c
             .dispatch("face_remove", br#"{"id":3,"identity":"p-1"}"#)
             .body;
@@ -326,15 +331,39 @@ mod tests {
         let c = commands(&s);
         let cases = [
             (json!({"id": 1, "embedding": unit(0)}), "missing identity"),
-            (json!({"id": 1, "identity": "a b", "embedding": unit(0)}), "1 to 64 characters"),
+            (
+                json!({"id": 1, "identity": "a b", "embedding": unit(0)}),
+                "1 to 64 characters",
+            ),
             (json!({"id": 1, "identity": "a"}), "needs image_b64"),
-            (json!({"id": 1, "identity": "a", "embedding": [1.0, 2.0]}), "has 2 values, expected 128"),
-            (json!({"id": 1, "identity": "a", "embedding": vec![0.0; 128]}), "norm"),
-            (json!({"id": 1, "identity": "a", "embedding": "x"}), "embedding must be an array"),
-            (json!({"id": 1, "identity": "a", "embedding": unit(0), "image_b64": "AA=="}), "not both"),
-            (json!({"id": 1, "identity": "a", "image_b64": "%%%"}), "not base64"),
-            (json!({"id": 1, "identity": "a", "image_b64": "aGVsbG8="}), "bad image"),
-            (json!({"id": 1, "identity": "a", "embedding": unit(0), "replace": "yes"}), "replace must be true or false"),
+            (
+                json!({"id": 1, "identity": "a", "embedding": [1.0, 2.0]}),
+                "has 2 values, expected 128",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "embedding": vec![0.0; 128]}),
+                "norm",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "embedding": "x"}),
+                "embedding must be an array",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "embedding": unit(0), "image_b64": "AA=="}),
+                "not both",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "image_b64": "%%%"}),
+                "not base64",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "image_b64": "aGVsbG8="}),
+                "bad image",
+            ),
+            (
+                json!({"id": 1, "identity": "a", "embedding": unit(0), "replace": "yes"}),
+                "replace must be true or false",
+            ),
             (json!({"id": 1, "identity": "nobody"}), "needs image_b64"),
         ];
         for (req, want) in cases {
@@ -342,13 +371,30 @@ mod tests {
             let err = r["error"].as_str().unwrap_or_default();
             assert!(r["ok"] == false && err.contains(want), "{req}: {r}");
         }
-        let r = c.dispatch("face_remove", br#"{"id":1,"identity":"nobody"}"#).body;
-        assert!(r["error"].as_str().unwrap().contains("not in the gallery"), "{r}");
+        let r = c
+            .dispatch("face_remove", br#"{"id":1,"identity":"nobody"}"#)
+            .body;
+        assert!(
+            r["error"].as_str().unwrap().contains("not in the gallery"),
+            "{r}"
+        );
         let r = c.dispatch("face_list", br#"{"id":1,"limit":0}"#).body;
-        assert!(r["error"].as_str().unwrap().contains("limit must be 1 to 1000"), "{r}");
-        let big = format!(r#"{{"id":1,"identity":"a","image_b64":"{}"}}"#, "A".repeat(20_000));
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("limit must be 1 to 1000"),
+            "{r}"
+        );
+        let big = format!(
+            r#"{{"id":1,"identity":"a","image_b64":"{}"}}"#,
+            "A".repeat(20_000)
+        );
         let r = c.dispatch("face_enrol", big.as_bytes()).body;
-        assert!(r["error"].as_str().unwrap().contains("exceeds the limit"), "{r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("exceeds the limit"),
+            "{r}"
+        );
         assert_eq!(s.gallery().version, 0, "nothing changed");
         assert!(!dir.path().join("faces/gallery.json").exists());
     }

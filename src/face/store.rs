@@ -199,8 +199,14 @@ mod tests {
         let store = GalleryStore::open(&faces).unwrap();
         assert_eq!(store.load().unwrap().version, 0, "no file: empty gallery");
         let mut g = Gallery::default();
-        g.enrol("a", Some("Ann"), vec![embedding(1), embedding(2)], false, "t0")
-            .unwrap();
+        g.enrol(
+            "a",
+            Some("Ann"),
+            vec![embedding(1), embedding(2)],
+            false,
+            "t0",
+        )
+        .unwrap();
         g.enrol("b", None, vec![embedding(3)], false, "t1").unwrap();
         store.save(&g).unwrap();
         let back = store.load().unwrap();
