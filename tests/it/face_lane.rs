@@ -256,6 +256,14 @@ fn gallery_commands_on_a_running_box_are_answered_and_bad_ones_change_nothing() 
         opencv::core::Vector::<i32>::from_slice(&[opencv::imgcodecs::IMWRITE_JPEG_QUALITY, 85]);
     opencv::imgcodecs::imencode(".jpg", &image, &mut jpeg, &params).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg.as_slice());
+    use opencv::prelude::MatTraitConst;
+    println!(
+        "face_enrol photo: {}x{} JPEG quality 85, {} bytes, {} as base64",
+        image.cols(),
+        image.rows(),
+        jpeg.len(),
+        b64.len()
+    );
     assert!(b64.len() < 15_000, "{} bytes of base64", b64.len());
     hub.send(
         "face_enrol",
