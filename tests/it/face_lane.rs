@@ -332,3 +332,58 @@ fn gallery_commands_on_a_running_box_are_answered_and_bad_ones_change_nothing() 
     assert_valid("status.v1.json", &s["result"]);
     assert_eq!(s["result"]["faces"]["gallery"]["version"], 2);
 }
+
+#[test]
+fn with_publish_images_the_event_carries_the_aligned_face_and_check_warns() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "gatewatch/#");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.avi");
+    // One vehicle whose driver is the astronaut, who is not enrolled here.
+    let face = demo_faces().remove(0);
+    Renderer::with_plates(
+        ClipSpec::default(),
+        demo_plates().into_iter().take(1).collect(),
+    )
+    .unwrap()
+    .with_faces(vec![face], &models::model_dir(None))
+    .unwrap()
+    .write_video(&clip)
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        broker.port,
+        clip.to_str().unwrap(),
+        "handoff = \"every\"\nat_end = \"stop\"\n[camera.face]\npublish_images = true",
+    );
+    let check = gatewatch()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        warned.contains("warning: camera[0].face.publish_images is on"),
+        "{warned}"
+    );
+    let log = run_to_end(&cfg);
+    assert!(sub.wait_until(Duration::from_secs(10), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("/status") && m.payload["state"] == "offline")));
+    let faces = sub.on("/events/face");
+    assert_eq!(faces.len(), 1, "{log}");
+    let e = &faces[0].payload;
+    assert_valid("face.v1.json", e);
+    assert!(
+        e["identity"].is_null() && e["score"].is_null(),
+        "empty gallery: {e}"
+    );
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(e["image_jpeg_b64"].as_str().expect("an image"))
+        .unwrap();
+    let img = gatewatch::vision::decode_image(&jpeg).unwrap();
+    use opencv::prelude::MatTraitConst;
+    assert_eq!((img.cols(), img.rows()), (150, 150));
+    // The image went to the broker only, never to the log.
+    assert!(!log.contains(&e["image_jpeg_b64"].as_str().unwrap()[..40]));
+}
