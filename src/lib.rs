@@ -2,7 +2,8 @@
 //!
 //! Frames flow from [`source`]s through the [`plate`] pipeline ([`pipeline`]) into [`event`]s that
 //! [`delivery`] publishes over MQTT; [`app`] assembles a running box and [`hub`] answers the hub's
-//! commands. [`face`] detects and embeds faces. [`cmds`] holds one module per subcommand (`main.rs`
+//! commands. Side stages on their own threads read QR codes ([`qr`]) and recognise faces against
+//! the box's gallery ([`face`]). [`cmds`] holds one module per subcommand (`main.rs`
 //! only parses arguments and dispatches); [`tooling`] holds what only the tools use (demo clip,
 //! accuracy measurement).
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[command(
     name = "gatewatch",
     version,
-    about = "Edge vision for border-gate lanes: plates over MQTT"
+    about = "Edge vision for border-gate lanes: plates, QR codes and faces over MQTT"
 )]
 struct Cli {
     /// Log format on stderr.
@@ -37,6 +37,9 @@ enum Command {
     /// The embedded demo input.
     #[command(subcommand)]
     Demo(cmds::demo::DemoCmd),
+    /// The face gallery: enrol, import, remove, list.
+    #[command(subcommand)]
+    Face(cmds::face::FaceCmd),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Eval(c) => cmds::eval::run(c),
         Command::Demo(c) => cmds::demo::run(c),
         Command::Bench(c) => cmds::bench::run(c),
+        Command::Face(c) => cmds::face::run(c),
     };
     match result {
         Ok(code) => code,

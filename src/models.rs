@@ -68,6 +68,9 @@ pub const FACE_DETECTOR: &str = "retinaface_mnet025.onnx";
 pub const FACE_EMBEDDER: &str = "face_embedder_dlib128.onnx";
 /// A real photograph with one face (public domain), the frame of the face benchmark.
 pub const FACE_BENCH_FRAME: &str = "astronaut.png";
+/// A second real face (CC0, scikit-image's cameraman), another person than the bench frame's: the
+/// face the demo and the tests do not enrol.
+pub const FACE_SECOND: &str = "camera.png";
 
 /// The parsed manifest.
 #[derive(Debug, Deserialize)]

@@ -1,4 +1,5 @@
-//! The per-camera plate pipeline: frames → plate reads → tracks → one event per passage.
+//! The per-camera plate pipeline: frames → plate reads → tracks → one event per passage. It also
+//! offers frames to the camera's side stages (QR, faces), each on its own thread.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,9 @@ pub struct PipelineParts {
     pub yard: Option<YardLane>,
     /// QR decoding on this camera, if enabled: frames are offered to its own thread.
     pub qr: Option<(CameraQrConfig, Arc<QrStats>)>,
+    /// The camera's face stage, if enabled (started by the lane, which loaded its models): frames
+    /// are offered to it like to the QR stage; the pipeline ends it when it ends.
+    pub face: Option<SideStage>,
     /// The lane's region of interest and minimum plate height.
     pub view: LaneViewConfig,
     /// When still frames may skip inference.
@@ -144,7 +148,7 @@ pub fn spawn(
         })
 }
 
-fn run(p: PipelineParts) {
+fn run(mut p: PipelineParts) {
     let qr = p.qr.as_ref().and_then(|(config, stats)| {
         let slot = FrameSlot::new(crate::source::Handoff::Newest);
         let stage = qr_stage::spawn(QrStageParts {
@@ -156,14 +160,20 @@ fn run(p: PipelineParts) {
             stats: stats.clone(),
         });
         match stage {
-            Ok(handle) => Some((slot, handle, 1.0 / config.scan_fps)),
+            Ok(handle) => {
+                let stats = stats.clone();
+                let on_skip = move || {
+                    stats.skipped.fetch_add(1, Ordering::Relaxed);
+                };
+                Some(SideStage::new(slot, handle, config.scan_fps, on_skip))
+            }
             Err(e) => {
                 tracing::error!(camera = %p.camera, error = %e, "cannot start the QR stage; QR decoding is off");
                 None
             }
         }
     });
-    let mut next_qr_t = f64::NEG_INFINITY;
+    let mut side: Vec<SideStage> = qr.into_iter().chain(p.face.take()).collect();
     let mut lane = PlateLane::new(p.view.clone(), p.motion.clone(), p.tracker.clone());
     // Maps stream time to wall time for the passage's first_seen.
     let mut clock = StreamClock::new();
@@ -183,18 +193,8 @@ fn run(p: PipelineParts) {
                 continue;
             }
         };
-        if frame.t < next_qr_t - 1.0 {
-            next_qr_t = f64::NEG_INFINITY; // the stream started over
-        }
-        if let Some((slot, _, every)) = &qr {
-            if frame.t >= next_qr_t {
-                next_qr_t = frame.t + every;
-                if offer_to_qr(slot, &frame) {
-                    if let Some((_, stats)) = &p.qr {
-                        stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
+        for stage in &mut side {
+            stage.offer(&frame);
         }
         // Passages that a restarted recording closes belong to the previous run's clock.
         let previous_clock = clock.clone();
@@ -253,9 +253,8 @@ fn run(p: PipelineParts) {
     }
     emit(&p, lane.finish(), &clock, Utc::now());
     count_closed(&p, &mut lane, &clock, frame_size);
-    if let Some((slot, handle, _)) = qr {
-        slot.close();
-        let _ = handle.join();
+    for stage in side {
+        stage.finish();
     }
 }
 
@@ -285,21 +284,64 @@ impl StreamClock {
     }
 }
 
-/// Hands a copy of the frame to the QR stage; returns whether a frame it had not taken yet was
-/// replaced (the stage was busy).
-fn offer_to_qr(slot: &FrameSlot, frame: &crate::source::Frame) -> bool {
-    use opencv::prelude::MatTraitConst;
-    let Ok(image) = frame.image.try_clone() else {
-        return false;
-    };
-    let copy = crate::source::Frame {
-        image,
-        t: frame.t,
-        captured_at: frame.captured_at,
-        index: frame.index,
-    };
-    static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    slot.put(copy, &NEVER)
+/// A stage on its own thread that the pipeline offers frames to, at most `scan_fps` a second,
+/// through a newest-wins slot: a busy stage skips frames (counted) and never slows the plates.
+pub struct SideStage {
+    slot: Arc<FrameSlot>,
+    handle: JoinHandle<()>,
+    every: f64,
+    next_t: f64,
+    on_skip: Box<dyn Fn() + Send>,
+}
+
+impl SideStage {
+    /// A started stage reading `slot`; `on_skip` counts a frame it had not taken yet when the
+    /// next came.
+    pub fn new(
+        slot: Arc<FrameSlot>,
+        handle: JoinHandle<()>,
+        scan_fps: f64,
+        on_skip: impl Fn() + Send + 'static,
+    ) -> Self {
+        Self {
+            slot,
+            handle,
+            every: 1.0 / scan_fps,
+            next_t: f64::NEG_INFINITY,
+            on_skip: Box::new(on_skip),
+        }
+    }
+
+    /// Hands a copy of the frame over when it is time to scan again.
+    fn offer(&mut self, frame: &crate::source::Frame) {
+        if frame.t < self.next_t - 1.0 {
+            self.next_t = f64::NEG_INFINITY; // the stream started over
+        }
+        if frame.t < self.next_t {
+            return;
+        }
+        self.next_t = frame.t + self.every;
+        use opencv::prelude::MatTraitConst;
+        let Ok(image) = frame.image.try_clone() else {
+            return;
+        };
+        let copy = crate::source::Frame {
+            image,
+            t: frame.t,
+            captured_at: frame.captured_at,
+            index: frame.index,
+        };
+        static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if self.slot.put(copy, &NEVER) {
+            (self.on_skip)();
+        }
+    }
+
+    /// Closes the slot and waits for the stage to finish what it holds.
+    pub fn finish(self) {
+        self.slot.close();
+        let _ = self.handle.join();
+    }
 }
 
 fn emit(p: &PipelineParts, passages: Vec<Passage>, clock: &StreamClock, at: DateTime<Utc>) {

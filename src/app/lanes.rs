@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use super::shutdown::Shutdown;
 use crate::event::EventFactory;
+use crate::face::config::CameraFaceConfig;
+use crate::face::service::{FaceModels, FaceService};
+use crate::face::stage::{self as face_stage, FaceStageParts, FaceStats};
 use crate::models::ModelSet;
 use crate::motion::MotionConfig;
-use crate::pipeline::{self, PipelineParts, PipelineStats, StageTimes, YardLane};
+use crate::pipeline::{self, PipelineParts, PipelineStats, SideStage, StageTimes, YardLane};
 use crate::plate::lane_view::LaneViewConfig;
 use crate::plate::reader::{PlateReader, ReaderOptions};
 use crate::plate::tracker::TrackerOptions;
@@ -82,6 +85,7 @@ pub struct LaneOptions {
     pub view: LaneViewConfig,
     pub motion: MotionConfig,
     pub qr: Option<CameraQrConfig>,
+    pub face: Option<CameraFaceConfig>,
     pub yard: Option<CameraYardConfig>,
 }
 
@@ -90,6 +94,10 @@ pub struct LaneDeps {
     pub readers: Vec<SharedReader>,
     pub events: Arc<EventFactory>,
     pub yards: Arc<YardService>,
+    /// The face gallery the face stages match against.
+    pub faces: Arc<FaceService>,
+    /// Where the face models are: each face-scanning camera loads its own copy.
+    pub face_models: FaceModels,
     pub shutdown: Shutdown,
     /// Per-stage latencies are recorded when set (benchmarks).
     pub timings: Option<Arc<StageTimes>>,
@@ -101,11 +109,49 @@ pub struct Lane {
     pub stats: Arc<PipelineStats>,
     /// Present when the camera scans QR codes.
     pub qr_stats: Option<Arc<QrStats>>,
+    /// Present when the camera recognises faces.
+    pub face_stats: Option<Arc<FaceStats>>,
     /// The latest frame, for snapshots.
     pub latest: Arc<Mutex<Option<opencv::core::Mat>>>,
     slot: Arc<FrameSlot>,
     camera_thread: Option<JoinHandle<()>>,
     pipeline_thread: Option<JoinHandle<()>>,
+}
+
+/// Loads a camera's face models (a missing model fails the start, naming the camera) and starts
+/// its face stage.
+fn start_face_stage(
+    o: &LaneOptions,
+    config: &CameraFaceConfig,
+    live: bool,
+    deps: &LaneDeps,
+) -> Result<(SideStage, Arc<FaceStats>)> {
+    let reader = deps
+        .face_models
+        .load(config.detector_long_side)
+        .with_context(|| format!("camera {}: [camera.face]", o.camera))?;
+    let stats = Arc::new(FaceStats::default());
+    let slot = FrameSlot::new(Handoff::Newest);
+    let handle = face_stage::spawn(FaceStageParts {
+        camera: o.camera.clone(),
+        lane: o.lane.clone(),
+        live,
+        config: config.clone(),
+        slot: slot.clone(),
+        reader,
+        gallery: deps.faces.clone(),
+        events: deps.events.clone(),
+        stats: stats.clone(),
+    })
+    .with_context(|| format!("camera {}: cannot start the face stage", o.camera))?;
+    let counter = stats.clone();
+    let on_skip = move || {
+        counter.skipped.fetch_add(1, Ordering::Relaxed);
+    };
+    Ok((
+        SideStage::new(slot, handle, config.scan_fps, on_skip),
+        stats,
+    ))
 }
 
 /// The running lanes, by camera id.
@@ -135,6 +181,11 @@ impl Lanes {
             let health = Arc::new(CameraHealth::default());
             let stats = Arc::new(PipelineStats::default());
             let qr_stats = o.qr.as_ref().map(|_| Arc::new(QrStats::default()));
+            let face = match &o.face {
+                Some(config) => Some(start_face_stage(o, config, live, deps)?),
+                None => None,
+            };
+            let face_stats = face.as_ref().map(|(_, stats)| stats.clone());
             let latest = Arc::new(Mutex::new(None));
             let slot = FrameSlot::new(o.handoff);
             let camera_thread = camera::spawn(
@@ -155,6 +206,7 @@ impl Lanes {
                 stats: stats.clone(),
                 latest: latest.clone(),
                 qr: o.qr.clone().zip(qr_stats.clone()),
+                face: face.map(|(stage, _)| stage),
                 view: o.view.clone(),
                 motion: o.motion.clone(),
                 yard: o.yard.clone().map(|config| YardLane {
@@ -175,6 +227,7 @@ impl Lanes {
                     health,
                     stats,
                     qr_stats,
+                    face_stats,
                     latest,
                     slot,
                     camera_thread: Some(camera_thread),

@@ -1,5 +1,5 @@
 //! The runtime assembly of a box: the plate models, the outbox and its delivery, the event
-//! factory, the yards and the lanes, started in that order and stopped through one
+//! factory, the yards, the face gallery and the lanes, started in that order and stopped through one
 //! [`Shutdown`]. `run` adds the broker link and hub commands around it; `bench pipeline` runs it
 //! for a fixed time without a broker. Neither repeats the assembly.
 //!
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::delivery::{Delivery, Outbox, OutboxOptions, StatusFn};
 use crate::event::EventFactory;
+use crate::face::service::{FaceModels, FaceService};
 use crate::pipeline::StageTimes;
 use crate::yard::config::YardConfig;
 use crate::yard::service::YardService;
@@ -34,6 +35,8 @@ pub struct AppOptions {
     pub outbox: OutboxOptions,
     pub yards: Vec<YardConfig>,
     pub readers: ReaderSetOptions,
+    /// The face models (loaded per face-scanning camera, and for enrolment from images).
+    pub faces: FaceModels,
     pub lanes: Vec<LaneOptions>,
     /// Per-stage latencies are recorded when set (benchmarks).
     pub timings: Option<Arc<StageTimes>>,
@@ -44,6 +47,9 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     pub events: Arc<EventFactory>,
     pub yards: Arc<YardService>,
+    /// The face gallery (`<state_dir>/faces`), opened whether or not a camera recognises faces,
+    /// so the hub can enrol before the first camera is switched on.
+    pub faces: Arc<FaceService>,
     pub lanes: Lanes,
     pub shutdown: Shutdown,
     /// Copies of the plate model set loaded.
@@ -81,6 +87,8 @@ impl App {
             delivery.clone(),
         )
         .context("cannot open the yard state")?;
+        let faces = FaceService::open(&opts.state_dir, opts.faces.clone())
+            .context("cannot open the face gallery")?;
         let shutdown = Shutdown::new();
         let model_copies = readers.len();
         lanes_starting();
@@ -90,6 +98,8 @@ impl App {
                 readers,
                 events: events.clone(),
                 yards: yards.clone(),
+                faces: faces.clone(),
+                face_models: opts.faces.clone(),
                 shutdown: shutdown.clone(),
                 timings: opts.timings,
             },
@@ -99,11 +109,13 @@ impl App {
             delivery.clone(),
             events.clone(),
             yards.clone(),
+            faces.clone(),
         ));
         Ok(App {
             delivery,
             events,
             yards,
+            faces,
             lanes,
             shutdown,
             model_copies,

@@ -9,6 +9,8 @@ use std::time::Instant;
 use super::lanes::Lanes;
 use crate::delivery::Delivery;
 use crate::event::{format_ts, EventFactory};
+use crate::face::service::FaceService;
+use crate::face::stage::FaceStats;
 use crate::pipeline::PipelineStats;
 use crate::qr::stage::QrStats;
 use crate::source::camera::CameraHealth;
@@ -20,6 +22,7 @@ struct CameraCounters {
     health: Arc<CameraHealth>,
     pipeline: Arc<PipelineStats>,
     qr: Option<Arc<QrStats>>,
+    face: Option<Arc<FaceStats>>,
 }
 
 /// The counters a status document is made of (cheap handles; the document is built on demand).
@@ -28,6 +31,7 @@ pub struct StatusSources {
     delivery: Arc<Delivery>,
     events: Arc<EventFactory>,
     yards: Arc<YardService>,
+    faces: Arc<FaceService>,
     started: Instant,
     started_at: String,
 }
@@ -38,6 +42,7 @@ impl StatusSources {
         delivery: Arc<Delivery>,
         events: Arc<EventFactory>,
         yards: Arc<YardService>,
+        faces: Arc<FaceService>,
     ) -> Self {
         StatusSources {
             cameras: lanes
@@ -47,11 +52,13 @@ impl StatusSources {
                     health: lane.health.clone(),
                     pipeline: lane.stats.clone(),
                     qr: lane.qr_stats.clone(),
+                    face: lane.face_stats.clone(),
                 })
                 .collect(),
             delivery,
             events,
             yards,
+            faces,
             started: Instant::now(),
             started_at: format_ts(chrono::Utc::now()),
         }
@@ -68,6 +75,9 @@ impl StatusSources {
                 if let Some(qr) = &c.qr {
                     cam["qr"] = qr.snapshot();
                 }
+                if let Some(face) = &c.face {
+                    cam["face"] = face.snapshot();
+                }
                 (c.id.clone(), cam)
             })
             .collect();
@@ -80,6 +90,7 @@ impl StatusSources {
             "uptime_s": self.started.elapsed().as_secs(),
             "cameras": cameras,
             "outbox": outbox,
+            "faces": self.faces.status(),
             "commands": {
                 "retained_ignored": self.delivery.link_stats().retained_commands.load(Ordering::Relaxed),
             },

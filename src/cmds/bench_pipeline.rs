@@ -186,6 +186,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
             c.handoff = crate::source::Handoff::Newest;
             c.at_end = crate::source::AtEnd::Restart;
             c.qr = None;
+            c.face = None;
             c.yard = None;
             c.motion.enabled = c.motion.enabled && !args.no_motion_gate;
             c

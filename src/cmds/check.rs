@@ -42,6 +42,17 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
     let dir = models::model_dir(cfg.models.dir.as_deref());
     println!("# model dir:    {}", dir.display());
     print!("{}", toml::to_string_pretty(&cfg.redacted())?);
+    // Valid, but worth a second look: biometric images leave the box.
+    for (i, cam) in cfg.cameras.iter().enumerate() {
+        if cam.face.as_ref().is_some_and(|f| f.publish_images) {
+            eprintln!(
+                "warning: camera[{i}].face.publish_images is on: face events from camera {:?} \
+                 carry an image of each person's face (biometric personal data) to everyone who \
+                 may read <prefix>/events/face; turn it off unless that is intended",
+                cam.id
+            );
+        }
+    }
     let mut bad = 0;
     for m in Manifest::builtin()
         .model

@@ -1,6 +1,6 @@
 //! `gatewatch demo`: render the embedded demo input.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,8 +9,8 @@ use crate::tooling::demo::{ClipSpec, Renderer};
 /// `gatewatch demo …`
 #[derive(Debug, clap::Subcommand)]
 pub enum DemoCmd {
-    /// Render the demo lane clip (MJPEG AVI) and print the plates (`{"plate": …}`) and QR codes
-    /// (`{"qr": …}`) it shows, one JSON line each.
+    /// Render the demo lane clip (MJPEG AVI) and print the plates (`{"plate": …}`), QR codes
+    /// (`{"qr": …}`) and faces (`{"face": identity or null}`) it shows, one JSON line each.
     Render {
         /// Output video file.
         #[arg(long)]
@@ -18,6 +18,10 @@ pub enum DemoCmd {
         /// Also write the frames as PNG images into this folder.
         #[arg(long)]
         frames: Option<PathBuf>,
+        /// Write the enrolment picture of each face the demo enrols into this folder, as
+        /// `<identity>.png` (for `gatewatch face enrol`).
+        #[arg(long)]
+        enrol: Option<PathBuf>,
     },
     /// Render labelled plate photos (OpenALPR benchmark format, for `eval plates`): plates no
     /// public dataset on the registries holds, drawn with real fonts.
@@ -56,7 +60,7 @@ pub fn run(cmd: &DemoCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        DemoCmd::Render { out, frames } => {
+        DemoCmd::Render { out, frames, enrol } => {
             let r = Renderer::new(ClipSpec::default())?;
             r.write_video(out)?;
             if let Some(dir) = frames {
@@ -78,6 +82,25 @@ pub fn run(cmd: &DemoCmd) -> Result<ExitCode> {
                     "{}",
                     serde_json::json!({"qr": c.text, "vehicle": c.vehicle})
                 );
+            }
+            for f in r.faces() {
+                println!(
+                    "{}",
+                    serde_json::json!({"face": f.identity, "photo": f.photo, "vehicle": f.vehicle})
+                );
+            }
+            if let Some(dir) = enrol {
+                std::fs::create_dir_all(dir)?;
+                let model_dir = crate::models::model_dir(None);
+                for f in r.faces() {
+                    let Some(id) = f.identity else { continue };
+                    let picture = crate::tooling::demo_faces::enrol_picture(&model_dir, f)?;
+                    let path = dir.join(format!("{id}.png"));
+                    opencv::imgcodecs::imwrite_def(
+                        path.to_str().context("path is not UTF-8")?,
+                        &picture,
+                    )?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

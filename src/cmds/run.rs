@@ -52,6 +52,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         latest: app.latest_frames(),
         shutdown: app.shutdown.clone(),
         yards: app.yards.clone(),
+        faces: app.faces.clone(),
     };
     let link = MqttLink::start(
         &mqtt,

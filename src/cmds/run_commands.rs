@@ -1,5 +1,6 @@
-//! The hub commands `run` answers: `ping`, `status`, `reload_config`, `snapshot`, and the yard
-//! commands `yard_set`, `yard_remove`, `yard_list`.
+//! The hub commands `run` answers: `ping`, `status`, `reload_config`, `snapshot`, the yard
+//! commands `yard_set`, `yard_remove`, `yard_list`, and the face gallery's `face_enrol`,
+//! `face_remove`, `face_list`.
 
 use base64::Engine;
 use opencv::core::{Mat, Size, Vector};
@@ -13,6 +14,7 @@ use crate::app::Shutdown;
 use crate::config::{Config, ConfigError};
 use crate::delivery::StatusFn;
 use crate::event::format_ts;
+use crate::face::service::FaceService;
 use crate::hub::{optional_str, optional_u64, Commands};
 use crate::yard::service::YardService;
 
@@ -29,6 +31,8 @@ pub struct RunCommands {
     pub shutdown: Shutdown,
     /// The yards, for `yard_set`, `yard_remove`, `yard_list`.
     pub yards: Arc<YardService>,
+    /// The face gallery, for `face_enrol`, `face_remove`, `face_list`.
+    pub faces: Arc<FaceService>,
 }
 
 impl RunCommands {
@@ -46,6 +50,7 @@ impl RunCommands {
         let snapshot = this.clone();
         commands.add("snapshot", move |req| snapshot.snapshot(req));
         this.yards.add_commands(&mut commands);
+        this.faces.add_commands(&mut commands);
         commands
     }
 }

@@ -264,6 +264,8 @@ pub struct CameraConfig {
     pub yard: Option<crate::yard::config::CameraYardConfig>,
     /// QR decoding on this camera (`[camera.qr]`); off when absent.
     pub qr: Option<crate::qr::config::CameraQrConfig>,
+    /// Face recognition on this camera (`[camera.face]`); off when absent.
+    pub face: Option<crate::face::config::CameraFaceConfig>,
     /// The lane's region of interest: polygon `[[x, y], …]` in fractions of the frame; plates are
     /// looked for in its bounding rectangle and kept when their centre is inside.
     pub roi: Option<Vec<[f64; 2]>>,

@@ -10,6 +10,7 @@ use crate::app::lanes::{LaneOptions, ReaderSetOptions};
 use crate::app::AppOptions;
 use crate::delivery::client::{MqttOptions, TlsMaterial};
 use crate::delivery::OutboxOptions;
+use crate::face::service::FaceModels;
 use crate::plate::grammar::Region;
 use crate::plate::lane_view::LaneViewConfig;
 use crate::plate::reader::ReaderOptions;
@@ -95,11 +96,21 @@ impl Config {
                 options: self.reader_options(),
                 copies: self.runtime.readers,
             },
+            faces: self.face_models(),
             lanes: cameras
                 .iter()
                 .map(|c| c.lane_options(tracker.clone()))
                 .collect(),
             timings: None,
+        }
+    }
+
+    /// Where the face models are and how they run (the plate models' folder and runtime).
+    pub fn face_models(&self) -> FaceModels {
+        FaceModels {
+            model_dir: crate::models::model_dir(self.models.dir.as_deref()),
+            onnxruntime: self.runtime.onnxruntime.clone(),
+            threads: self.runtime.threads,
         }
     }
 
@@ -158,6 +169,7 @@ impl CameraConfig {
             view: self.lane_view(),
             motion: self.motion.clone(),
             qr: self.qr.clone(),
+            face: self.face.clone(),
             yard: self.yard.clone(),
         }
     }

@@ -356,6 +356,9 @@ impl Config {
             if let Some(qr) = &cam.qr {
                 qr.validate(&format!("camera[{i}].qr"), &mut issue);
             }
+            if let Some(face) = &cam.face {
+                face.validate(&format!("camera[{i}].face"), &mut issue);
+            }
             cam.lane_view()
                 .validate(&format!("camera[{i}]"), &mut issue);
             cam.motion

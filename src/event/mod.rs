@@ -6,11 +6,13 @@
 //! Adding an event kind: a file beside `plate.rs` with the body struct and its `EventKind` impl, a
 //! JSON Schema in `docs/schema/`, a section in `docs/events.md`.
 
+mod face;
 mod kind;
 mod plate;
 mod qr;
 mod yard;
 
+pub use face::FaceEvent;
 pub use kind::EventKind;
 pub use plate::PlateEvent;
 pub use qr::QrEvent;

@@ -5,11 +5,23 @@
 //! - [`detect`]: RetinaFace-MobileNet0.25 boxes, scores and five landmarks;
 //! - [`align`]: the similarity onto dlib's 5-point template, a 150x150 crop;
 //! - [`embed`]: dlib's 128-D descriptor, L2-normalised; faces compare by cosine.
+//!
+//! Around it, the camera stage and the gallery: [`quality`] rates a face picture, [`track`] turns
+//! frames' faces into one decision per person (pure, unit-tested), [`gallery`] holds the enrolled
+//! identities and searches them, [`store`] keeps the gallery on disk, [`service`] serves it (hub
+//! commands, enrolment), [`stage`] is a camera's face thread, and [`config`] is `[camera.face]`.
 
 pub mod align;
+pub mod config;
 pub mod detect;
 pub mod embed;
 pub mod eval;
+pub mod gallery;
+pub mod quality;
+pub mod service;
+pub mod stage;
+pub mod store;
+pub mod track;
 
 use anyhow::Result;
 use opencv::core::{Mat, Point2f};
@@ -88,6 +100,20 @@ impl FaceReader {
 
     /// Aligns and embeds faces detected in `frame` (one embedder call for all).
     pub fn embed(&mut self, frame: &Mat, faces: &[DetectedFace]) -> Result<Vec<FaceRead>> {
+        Ok(self
+            .embed_aligned(frame, faces)?
+            .into_iter()
+            .map(|(read, _)| read)
+            .collect())
+    }
+
+    /// [`embed`](Self::embed), each face with its aligned 150x150 crop (the camera stage rates
+    /// its sharpness, and may publish it).
+    pub fn embed_aligned(
+        &mut self,
+        frame: &Mat,
+        faces: &[DetectedFace],
+    ) -> Result<Vec<(FaceRead, Mat)>> {
         let crops = faces
             .iter()
             .map(|f| align_face(frame, &f.landmarks))
@@ -96,11 +122,15 @@ impl FaceReader {
         Ok(faces
             .iter()
             .zip(embeddings)
-            .map(|(f, embedding)| FaceRead {
-                bbox: f.bbox,
-                landmarks: f.landmarks,
-                score: f.score,
-                embedding,
+            .zip(crops)
+            .map(|((f, embedding), crop)| {
+                let read = FaceRead {
+                    bbox: f.bbox,
+                    landmarks: f.landmarks,
+                    score: f.score,
+                    embedding,
+                };
+                (read, crop)
             })
             .collect())
     }

@@ -3,7 +3,8 @@
 //! Plates are drawn with real TrueType fonts from Debian (DejaVu Sans Bold for Latin, Droid Sans
 //! Fallback for the Chinese province characters) onto plate boards carried by vehicle bodies that
 //! drive up the frame over a textured road, one vehicle at a time with empty road between them.
-//! The real models read it; nothing in the pipeline knows it is a demo.
+//! A driver shows a QR code on a phone, and two drivers are seen through the booth window (real
+//! face photos, `demo_faces`). The real models read it; nothing in the pipeline knows it is a demo.
 
 use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
 use anyhow::{bail, Context, Result};
@@ -12,6 +13,8 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use opencv::videoio::{VideoWriter, VideoWriterTrait};
 use std::path::{Path, PathBuf};
+
+use crate::tooling::demo_faces::{demo_faces, DemoFace};
 
 /// A plate in the demo clip.
 #[derive(Debug, Clone)]
@@ -140,12 +143,29 @@ pub struct Renderer {
     spec: ClipSpec,
     plates: Vec<DemoPlate>,
     codes: Vec<DemoCode>,
+    /// The drivers' faces with the pictures they are shown with.
+    faces: Vec<(DemoFace, Mat)>,
 }
 
 impl Renderer {
-    /// A renderer for the full demo clip: its plates and its codes.
+    /// A renderer for the full demo clip: its plates, its codes and its faces (whose photos the
+    /// setup step fetched into the model folder).
     pub fn new(spec: ClipSpec) -> Result<Self> {
-        Ok(Self::with_plates(spec, demo_plates())?.with_codes(demo_codes()))
+        Self::with_plates(spec, demo_plates())?
+            .with_codes(demo_codes())
+            .with_faces(demo_faces(), &crate::models::model_dir(None))
+    }
+
+    /// Shows `faces` too, their photos read from `model_dir`.
+    pub fn with_faces(mut self, faces: Vec<DemoFace>, model_dir: &Path) -> Result<Self> {
+        let shown = crate::tooling::demo_faces::load_shown(model_dir, &faces)?;
+        self.faces = faces.into_iter().zip(shown).collect();
+        Ok(self)
+    }
+
+    /// The faces shown, in order.
+    pub fn faces(&self) -> impl Iterator<Item = &DemoFace> {
+        self.faces.iter().map(|(f, _)| f)
     }
 
     /// A renderer for a clip showing `plates`, one vehicle each.
@@ -156,6 +176,7 @@ impl Renderer {
             spec,
             plates,
             codes: Vec::new(),
+            faces: Vec::new(),
         })
     }
 
@@ -196,6 +217,9 @@ impl Renderer {
                 self.draw_vehicle(&mut img, plate, progress, vehicle)?;
                 for code in self.codes.iter().filter(|c| c.vehicle == vehicle) {
                     draw_phone(&mut img, code.text)?;
+                }
+                for (_, picture) in self.faces.iter().filter(|(f, _)| f.vehicle == vehicle) {
+                    crate::tooling::demo_faces::draw_window(&mut img, picture, progress)?;
                 }
             }
         }

@@ -19,6 +19,7 @@ mod cli;
 mod commands;
 mod delivery;
 mod end_to_end;
+mod face_lane;
 mod faces;
 mod lane;
 mod qr;
