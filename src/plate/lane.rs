@@ -209,4 +209,26 @@ mod tests {
         assert!(lane.finish().is_empty());
         assert!(lane.take_closed().is_empty());
     }
+
+    #[test]
+    fn closing_the_lane_flushes_a_track_still_in_view() {
+        let mut lane = lane(false);
+        let mut reader = |_: &Mat| Ok((vec![read("51A12345")], vec![]));
+        let img = image(80.0);
+        // Two agreeing reads: below confirm_frames, so nothing is published while it is open.
+        for t in [0.0, 0.2] {
+            assert!(lane
+                .on_frame(&img, t, &mut reader)
+                .unwrap()
+                .passages
+                .is_empty());
+        }
+        // The camera closes (end of a file, shutdown): the track is published once, and closed
+        // for the yard with its motion.
+        let flushed = lane.finish();
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].plate, "51A12345");
+        assert_eq!(lane.take_closed().len(), 1);
+        assert!(lane.finish().is_empty(), "once");
+    }
 }
