@@ -21,6 +21,7 @@ mod end_to_end;
 mod faces;
 mod lane;
 mod qr;
+mod service;
 mod sources;
 mod tls;
 mod yard;
