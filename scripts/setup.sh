@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # the bundled zxing-cpp QR decoder, Mosquitto for tests
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
 # plates, python3 + pip for the model fetch step (+ venv for the face-embedder converter's pinned
-# packages).
+# packages), systemd for `systemd-analyze` (the unit's verify and security tests).
 PACKAGES=(
   build-essential pkg-config clang libclang-dev libopencv-dev cmake
   mosquitto mosquitto-clients
@@ -17,6 +17,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   fonts-dejavu-core fonts-droid-fallback
   ca-certificates openssl
+  systemd
 )
 
 missing=()

@@ -24,4 +24,5 @@ mod qr;
 mod service;
 mod sources;
 mod tls;
+mod unit;
 mod yard;
