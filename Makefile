@@ -16,11 +16,17 @@ demo: build
 	bash scripts/demo.sh
 
 # Tests run in the release profile so the real models run at product speed; the binary under test
-# is the one `build` made. The benches run once each in test mode first (a smoke test), the test
-# suite last.
+# is the one `build` made. The benches run once each in test mode first (a smoke test), then the
+# test suite, then the package install test.
 test: build
 	$(CARGO) test --release --locked --benches
 	$(CARGO) test --release --locked --lib --bins --tests -- --test-threads=2
+	$(MAKE) install-test
+
+# The package installed into a clean Debian 12 root (mmdebstrap, cached in .cache/install-root/),
+# run there against a Mosquitto outside, upgraded and purged (scripts/install-test.sh).
+install-test: deb
+	bash scripts/install-test.sh
 
 # The Debian package (docs/packaging.md); lintian must report no error.
 deb: build
