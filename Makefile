@@ -1,7 +1,8 @@
 # gatewatch: the two commands of the README, and their parts.
 #   make demo   set up, build, and run the end-to-end demo (local Mosquitto, rendered clip)
-#   make test   set up, build, and run the whole test suite
-.PHONY: setup build demo test lint bench clean
+#   make test   set up, build, and run the whole test suite (and the package install test)
+#   make deb    set up, build, and package target/debian/gatewatch_<version>_<arch>.deb (lintian-clean)
+.PHONY: setup build demo test deb install-test lint bench clean
 
 CARGO ?= cargo
 
@@ -15,11 +16,22 @@ demo: build
 	bash scripts/demo.sh
 
 # Tests run in the release profile so the real models run at product speed; the binary under test
-# is the one `build` made. The benches run once each in test mode first (a smoke test), the test
-# suite last.
+# is the one `build` made. The benches run once each in test mode first (a smoke test), then the
+# test suite, then the package install test.
 test: build
 	$(CARGO) test --release --locked --benches
 	$(CARGO) test --release --locked --lib --bins --tests -- --test-threads=2
+	$(MAKE) install-test
+
+# The package installed into a clean Debian 12 root (mmdebstrap, cached in .cache/install-root/),
+# run there against a Mosquitto outside, upgraded and purged (scripts/install-test.sh).
+install-test: deb
+	bash scripts/install-test.sh
+
+# The Debian package (docs/packaging.md); lintian must report no error.
+deb: build
+	bash scripts/build-deb.sh
+	lintian --fail-on error --tag-display-limit 0 target/debian/gatewatch_*_$$(dpkg --print-architecture).deb
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # the bundled zxing-cpp QR decoder, Mosquitto for tests
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
 # plates, python3 + pip for the model fetch step (+ venv for the face-embedder converter's pinned
-# packages).
+# packages), systemd for `systemd-analyze` (the unit's verify and security tests), dpkg-dev and
+# lintian for `make deb`, mmdebstrap and zstd for the package install test (a clean Debian root).
 PACKAGES=(
   build-essential pkg-config clang libclang-dev libopencv-dev cmake
   mosquitto mosquitto-clients
@@ -17,6 +18,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   fonts-dejavu-core fonts-droid-fallback
   ca-certificates openssl
+  systemd dpkg-dev lintian mmdebstrap zstd
 )
 
 missing=()

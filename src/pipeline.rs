@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::event::{format_ts, EventFactory, Origin, PlateEvent};
+use crate::heartbeat::Heartbeat;
 use crate::motion::MotionConfig;
 use crate::plate::lane::PlateLane;
 use crate::plate::lane_view::LaneViewConfig;
@@ -34,6 +35,8 @@ pub struct PipelineStats {
     /// Vehicles whose reads disagreed: nothing was published for them.
     pub withheld: AtomicU64,
     pub errors: AtomicU64,
+    /// Bumped every loop iteration, idle ones included, for the service watchdog (not in status).
+    pub heartbeat: Heartbeat,
 }
 
 impl PipelineStats {
@@ -178,7 +181,9 @@ fn run(mut p: PipelineParts) {
     // Maps stream time to wall time for the passage's first_seen.
     let mut clock = StreamClock::new();
     let mut frame_size = (1.0, 1.0);
+    let stall = stall_requested(&p.camera);
     loop {
+        p.stats.heartbeat.beat();
         let frame = match p.slot.take_timeout(Duration::from_millis(500)) {
             Taken::Frame(f) => f,
             Taken::Closed => break,
@@ -250,12 +255,40 @@ fn run(mut p: PipelineParts) {
             t.record_ms(&t.track, done.track + t_emit.elapsed());
         }
         *p.latest.lock().expect("latest frame lock") = Some(frame.image);
+        if stall {
+            hang_until_closed(&p);
+            break;
+        }
     }
     emit(&p, lane.finish(), &clock, Utc::now());
     count_closed(&p, &mut lane, &clock, frame_size);
     for stage in side {
         stage.finish();
     }
+    p.stats.heartbeat.end();
+}
+
+/// Fault injection for the service tests, off unless set: `GATEWATCH_TEST_STALL_PIPELINE=<camera
+/// id>` makes that camera's pipeline hang after its first frame, as a stuck inference would (read
+/// once per process; see `docs/design.md`, "Service protocol").
+const STALL_HOOK: &str = "GATEWATCH_TEST_STALL_PIPELINE";
+
+fn stall_requested(camera: &str) -> bool {
+    static STALL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    STALL
+        .get_or_init(|| std::env::var(STALL_HOOK).ok().filter(|c| !c.is_empty()))
+        .as_deref()
+        == Some(camera)
+}
+
+/// The injected stall: no heartbeat and no frame read until the slot closes (so a stop still
+/// works); the frames the camera keeps sending are dropped.
+fn hang_until_closed(p: &PipelineParts) {
+    tracing::warn!(camera = %p.camera, hook = STALL_HOOK, "fault injection: pipeline stalled on purpose (its heartbeat stops)");
+    while !matches!(
+        p.slot.take_timeout(Duration::from_millis(200)),
+        Taken::Closed
+    ) {}
 }
 
 /// Maps a stream time (seconds) to wall time, from the stream and wall time of the latest frame.

@@ -40,6 +40,14 @@ pub fn open_to_others(path: &Path) -> Option<u32> {
     (mode & 0o077 != 0).then_some(mode)
 }
 
+/// The permission bits of the operator's `state_dir` when it is open beyond its owner and group:
+/// others may read or enter it, or the group may write it. 0750 with gatewatch's own group (as the
+/// unit and the Debian package make it) is fine: everything gatewatch creates inside is 0700/0600.
+pub fn open_beyond_group(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o027 != 0).then_some(mode)
+}
+
 /// Gives a directory that is gatewatch's own (not the operator's `state_dir`) [`DIR_MODE`], e.g.
 /// one an older version created 0755.
 pub fn make_private(path: &Path) -> io::Result<()> {
@@ -103,6 +111,15 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_dir_open_to_its_group_only_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, open) in [(0o700, false), (0o750, false), (0o770, true), (0o755, true)] {
+            std::fs::set_permissions(dir.path(), Permissions::from_mode(mode)).unwrap();
+            assert_eq!(open_beyond_group(dir.path()).is_some(), open, "{mode:o}");
+        }
+    }
 
     #[test]
     fn created_directories_and_files_are_private_whatever_the_umask() {

@@ -7,6 +7,7 @@
 //! itself.
 
 pub mod lanes;
+pub mod service;
 pub mod shutdown;
 pub mod status;
 

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::service::{Service, Watched};
 use crate::app::App;
-use crate::cmds::run_commands::RunCommands;
+use crate::cmds::run_commands::{reload_config, RunCommands};
 use crate::config::Config;
 use crate::delivery::MqttLink;
 use crate::source::capture;
@@ -26,9 +27,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // Created before the outbox and the yards put plates in it, so it is private from the start.
     state_dir::create_private_dir(&cfg.state_dir)
         .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
-    if let Some(mode) = state_dir::open_to_others(&cfg.state_dir) {
+    if let Some(mode) = state_dir::open_beyond_group(&cfg.state_dir) {
         // The operator's directory: said, not changed (systemd's StateDirectoryMode sets it).
-        tracing::warn!(state_dir = %cfg.state_dir.display(), mode = format!("{mode:o}"), "state_dir is open to other users, and holds plates and yard lists: chmod 700 it");
+        tracing::warn!(state_dir = %cfg.state_dir.display(), mode = format!("{mode:o}"), "state_dir is open to other users, and holds plates and yard lists: chmod 750 (or 700) it");
     }
     // One gatewatch per state_dir, held until `run` returns: a second one would hand out the same
     // seqs and overwrite the yard files.
@@ -44,6 +45,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let _guard = rt.enter();
+    // Installed before the models load, so an early SIGHUP or SIGTERM waits for the start instead
+    // of ending the process (the default action of both).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let service = Service::from_env();
 
     let mut app = App::start(cfg.app_options(&cameras))?;
     let commands = RunCommands {
@@ -63,21 +70,33 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     );
     app.start_yard_timer();
     tracing::info!(cameras = cameras.len(), yards = cfg.yards.len(), prefix = %cfg.topic_prefix(), "gatewatch running");
+    service.ready(&Watched::of(&app));
+    let watch = service.spawn_watch(Watched::of(&app), app.shutdown.clone());
 
     let shutdown = app.shutdown.clone();
     let reason = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        anyhow::Ok(tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupted".to_owned(),
-            _ = term.recv() => "terminated".to_owned(),
-            reason = shutdown.requested() => reason,
-        })
-    })?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break "interrupted".to_owned(),
+                _ = term.recv() => break "terminated".to_owned(),
+                _ = hup.recv() => {
+                    // `systemctl reload`: what the hub's reload_config does. A valid file requests
+                    // the stop, seen on the next turn.
+                    if let Err(e) = reload_config(&args.config, &shutdown, "SIGHUP") {
+                        tracing::error!(config = %args.config.display(), error = %e, "SIGHUP: reload refused");
+                    }
+                }
+                reason = shutdown.requested() => break reason,
+            }
+        }
+    });
     shutdown.request(reason);
-    tracing::info!(
-        reason = shutdown.reason().unwrap_or_default(),
-        "shutting down"
-    );
+    let reason = shutdown.reason().unwrap_or_default();
+    tracing::info!(reason, "shutting down");
+    service.stopping(&reason);
+    if let Some(w) = watch {
+        w.abort();
+    }
     app.stop_lanes();
     let undelivered = rt.block_on(link.shutdown(Duration::from_secs(15)));
     let (frames, passages) = app.lanes.totals();

@@ -46,7 +46,9 @@ impl RunCommands {
         let status = this.status.clone();
         commands.add("status", move |_| Ok(status()));
         let (path, shutdown) = (this.config_path.clone(), this.shutdown.clone());
-        commands.add("reload_config", move |_| reload_config(&path, &shutdown));
+        commands.add("reload_config", move |_| {
+            reload_config(&path, &shutdown, "reload_config")
+        });
         let snapshot = this.clone();
         commands.add("snapshot", move |req| snapshot.snapshot(req));
         this.yards.add_commands(&mut commands);
@@ -57,11 +59,15 @@ impl RunCommands {
 
 /// Checks the config file and, when it is valid, asks for a restart. Settings are read once at
 /// start: a clean restart applies the new file without losing anything (open tracks are flushed,
-/// the outbox keeps what is undelivered) and systemd's Restart=always brings the service back.
-fn reload_config(path: &Path, shutdown: &Shutdown) -> Result<Value, String> {
+/// the outbox keeps what is undelivered) and systemd brings the service back (the unit's
+/// `RestartForceExitStatus=0`). `via` names who asked (the hub command, or SIGHUP from
+/// `systemctl reload`) in the stop reason.
+pub(crate) fn reload_config(path: &Path, shutdown: &Shutdown, via: &str) -> Result<Value, String> {
     match Config::load(path) {
         Ok(_) => {
-            shutdown.request("reload_config: new config is valid; restarting to apply it");
+            shutdown.request(format!(
+                "{via}: reload: new config is valid; restarting to apply it"
+            ));
             Ok(json!({"valid": true, "restarting": true}))
         }
         Err(ConfigError::Invalid { issues, .. }) => Err(format!(

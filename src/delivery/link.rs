@@ -39,6 +39,8 @@ pub struct LinkStats {
     pub retained_commands: AtomicU64,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
+    /// Bumped by the forwarder every loop (at least twice a second), for the service watchdog.
+    pub heartbeat: crate::heartbeat::Heartbeat,
 }
 
 impl LinkStats {
@@ -336,6 +338,7 @@ async fn forward(
         }
     };
     loop {
+        delivery.link.heartbeat.beat();
         // Records are handed over only while connected: during an outage they would only fill the
         // client's queue, and the records a lost connection took with it must go out first.
         while delivery.link.connected.load(Ordering::Relaxed) {
@@ -370,6 +373,8 @@ async fn forward(
         }
         tokio::select! {
             _ = delivery.wake.notified() => {}
+            // Wakes idle, so the heartbeat shows the forwarder is not stuck.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             c = control.recv() => match c {
                 // Status and replies are for now: during an outage they would only fill the
                 // client's queue (and block this task on it); the last will covers `offline`, and

@@ -23,6 +23,8 @@ mod face_lane;
 mod faces;
 mod lane;
 mod qr;
+mod service;
 mod sources;
 mod tls;
+mod unit;
 mod yard;
