@@ -278,6 +278,30 @@ pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
+/// The prior boxes (anchors) of a RetinaFace-style detector on a `w` x `h` input, as `[cx, cy, w, h]`
+/// fractions of the input, in the network's output order: stride by stride, row by row, cell by
+/// cell, the sizes of a cell in turn. The plate detector (`plate::clp`) and the face detector
+/// (`face::detect`) are both of this family and differ only in their sizes.
+pub fn retina_priors(w: u32, h: u32, strides: &[u32], sizes: &[[f32; 2]]) -> Vec<[f32; 4]> {
+    let mut out = Vec::new();
+    let (wf, hf) = (w as f32, h as f32);
+    for (stride, sizes) in strides.iter().zip(sizes) {
+        for row in 0..h.div_ceil(*stride) {
+            for col in 0..w.div_ceil(*stride) {
+                for size in sizes {
+                    out.push([
+                        (col as f32 + 0.5) * *stride as f32 / wf,
+                        (row as f32 + 0.5) * *stride as f32 / hf,
+                        size / wf,
+                        size / hf,
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

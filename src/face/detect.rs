@@ -67,25 +67,10 @@ pub struct Prior {
 /// The priors of a `w` x `h` input in the network's output order: stride by stride, row by row,
 /// cell by cell, the sizes of a cell in turn.
 pub fn priors(w: u32, h: u32) -> Vec<Prior> {
-    let mut out = Vec::new();
-    let (wf, hf) = (w as f32, h as f32);
-    for (stride, sizes) in STRIDES.iter().zip(PRIOR_SIZES.iter()) {
-        let rows = h.div_ceil(*stride);
-        let cols = w.div_ceil(*stride);
-        for row in 0..rows {
-            for col in 0..cols {
-                for size in sizes {
-                    out.push(Prior {
-                        cx: (col as f32 + 0.5) * *stride as f32 / wf,
-                        cy: (row as f32 + 0.5) * *stride as f32 / hf,
-                        w: size / wf,
-                        h: size / hf,
-                    });
-                }
-            }
-        }
-    }
-    out
+    vision::retina_priors(w, h, &STRIDES, &PRIOR_SIZES)
+        .into_iter()
+        .map(|[cx, cy, w, h]| Prior { cx, cy, w, h })
+        .collect()
 }
 
 /// Decodes the network's outputs (`loc` [P,4], `conf` [P,2], `landmarks` [P,10], flattened) into

@@ -32,7 +32,7 @@ pub struct ClpDetector {
     pub threshold: f32,
 }
 
-const STEPS: [i32; 3] = [8, 16, 32];
+const STEPS: [u32; 3] = [8, 16, 32];
 const MIN_SIZES: [[f32; 2]; 3] = [[24.0, 48.0], [96.0, 192.0], [384.0, 768.0]];
 const NMS_IOU: f32 = 0.4;
 
@@ -121,24 +121,7 @@ impl ClpDetector {
 
 /// Priors (cx, cy, w, h), normalised to the input size.
 fn priors(w: i32, h: i32) -> Vec<[f32; 4]> {
-    let mut v = Vec::new();
-    for (step, sizes) in STEPS.iter().zip(MIN_SIZES.iter()) {
-        let fy = (h as f32 / *step as f32).ceil() as i32;
-        let fx = (w as f32 / *step as f32).ceil() as i32;
-        for i in 0..fy {
-            for j in 0..fx {
-                for s in sizes {
-                    v.push([
-                        (j as f32 + 0.5) * *step as f32 / w as f32,
-                        (i as f32 + 0.5) * *step as f32 / h as f32,
-                        s / w as f32,
-                        s / h as f32,
-                    ]);
-                }
-            }
-        }
-    }
-    v
+    vision::retina_priors(w.max(0) as u32, h.max(0) as u32, &STEPS, &MIN_SIZES)
 }
 
 fn nms(mut plates: Vec<ClpPlate>) -> Vec<ClpPlate> {
