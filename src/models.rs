@@ -296,6 +296,54 @@ pub fn ort_lib_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     v
 }
 
+/// Checks the ONNX Runtime library this binary would load (the first of
+/// [`ort_lib_candidates`] that exists) against the manifest's entry for the architecture the
+/// binary was built for, and returns its resolved path. A library of another architecture is
+/// named as such: on a cross-built box that is the likely mistake.
+pub fn verify_runtime(configured: Option<&Path>) -> Result<PathBuf> {
+    let manifest = Manifest::builtin();
+    let arch = std::env::consts::ARCH;
+    let entry = manifest
+        .runtime
+        .iter()
+        .find(|r| r.arch == arch)
+        .with_context(|| format!("the manifest has no ONNX Runtime for {arch}"))?;
+    let candidates = ort_lib_candidates(configured);
+    let Some(lib) = candidates.iter().find(|p| p.is_file()) else {
+        bail!(
+            "libonnxruntime.so not found; looked in: {}. Fix: run `scripts/fetch-models.py`, or set \
+             runtime.onnxruntime / GATEWATCH_ORT_LIB",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let real =
+        std::fs::canonicalize(lib).with_context(|| format!("cannot resolve {}", lib.display()))?;
+    let got = sha256_file(&real).with_context(|| format!("cannot read {}", real.display()))?;
+    if got == entry.sha256 {
+        return Ok(real);
+    }
+    if let Some(other) = manifest.runtime.iter().find(|r| r.sha256 == got) {
+        bail!(
+            "{} is ONNX Runtime for {}, but this gatewatch is built for {arch}. Fix: install the \
+             {arch} package, or point GATEWATCH_ORT_LIB at the {arch} library ({})",
+            real.display(),
+            other.arch,
+            entry.file
+        );
+    }
+    bail!(
+        "{} is corrupt or the wrong version: sha256 {got}, manifest expects {} ({} for {arch}). \
+         Fix: reinstall it, or delete it and run `scripts/fetch-models.py`",
+        real.display(),
+        entry.sha256,
+        entry.file
+    )
+}
+
 static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process (global thread spinning off) and returns the environment.
@@ -343,6 +391,43 @@ pub fn open_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_check_names_a_wrong_or_missing_library() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("libonnxruntime.so");
+        std::fs::write(&fake, b"not a library").unwrap();
+        let err = verify_runtime(Some(&fake)).unwrap_err().to_string();
+        assert!(err.contains("corrupt or the wrong version"), "{err}");
+        assert!(err.contains(std::env::consts::ARCH), "{err}");
+        // Every manifest entry is for a distinct architecture, so a library is never ambiguous.
+        let m = Manifest::builtin();
+        let mut archs: Vec<_> = m.runtime.iter().map(|r| r.arch.as_str()).collect();
+        archs.sort();
+        archs.dedup();
+        assert_eq!(archs.len(), m.runtime.len());
+    }
+
+    #[test]
+    fn the_fetched_runtime_passes_its_check() {
+        let dev = Path::new(DEV_ORT_LIB);
+        if !dev.is_file() {
+            eprintln!(
+                "skipped: {} is absent (run scripts/fetch-models.py)",
+                dev.display()
+            );
+            return;
+        }
+        let real = verify_runtime(Some(dev)).unwrap();
+        assert!(real.ends_with(
+            &Manifest::builtin()
+                .runtime
+                .iter()
+                .find(|r| r.arch == std::env::consts::ARCH)
+                .unwrap()
+                .file
+        ));
+    }
 
     #[test]
     fn builtin_manifest_is_complete() {

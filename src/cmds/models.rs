@@ -9,7 +9,8 @@ use crate::models::{self, Manifest, ModelSet};
 /// `gatewatch models …`
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelsCmd {
-    /// Check every model file against the manifest's sha256.
+    /// Check every model file, and the ONNX Runtime library this binary loads, against the
+    /// manifest's sha256.
     Verify {
         /// Folder holding the models (default: models.dir resolution).
         #[arg(long)]
@@ -74,11 +75,19 @@ pub fn run(cmd: &ModelsCmd) -> Result<ExitCode> {
                     ),
                 }
             }
+            // The runtime this binary would load, checked for this binary's architecture.
+            match models::verify_runtime(None) {
+                Ok(lib) => println!("ok       {} ({})", lib.display(), std::env::consts::ARCH),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED   ONNX Runtime: {e:#}")
+                }
+            }
             if failed > 0 {
-                println!("{failed} model file(s) missing or corrupt");
+                println!("{failed} model or runtime file(s) missing or corrupt");
                 return Ok(ExitCode::from(1));
             }
-            println!("all required models verified");
+            println!("all required models and the ONNX Runtime verified");
             Ok(ExitCode::SUCCESS)
         }
     }
