@@ -112,32 +112,82 @@ struct FaceTally {
     unattributed: usize,
 }
 
-/// Puts each face event to the driver of the vehicle whose rightly read passage on the same
-/// camera was first seen nearest to it, if within `window` seconds (a driver is shown while the
-/// vehicle is in view), and tallies the identities against the drivers.
+/// When the vehicles of the rendered clip are in view, in seconds into one loop of the clip.
+#[derive(Debug, Clone)]
+struct ClipTimes {
+    loop_s: f64,
+    gap_s: f64,
+    cycle_s: f64,
+    view_s: f64,
+}
+
+impl ClipTimes {
+    fn new(spec: &ClipSpec, vehicles: usize) -> Self {
+        let s = |frames: usize| frames as f64 / spec.fps;
+        let cycle = spec.frames_per_vehicle + spec.gap_frames;
+        ClipTimes {
+            loop_s: s(vehicles * cycle + spec.gap_frames),
+            gap_s: s(spec.gap_frames),
+            cycle_s: s(cycle),
+            view_s: s(spec.frames_per_vehicle),
+        }
+    }
+
+    /// When vehicle `k` enters and leaves the view.
+    fn in_view(&self, k: usize) -> (f64, f64) {
+        let enters = self.gap_s + k as f64 * self.cycle_s;
+        (enters, enters + self.view_s)
+    }
+
+    /// How far (seconds, round the loop) `at` is from vehicle `k`'s time in view.
+    fn distance(&self, at: f64, k: usize) -> f64 {
+        let (enters, leaves) = self.in_view(k);
+        [-self.loop_s, 0.0, self.loop_s]
+            .iter()
+            .map(|shift| (enters - (at + shift)).max(at + shift - leaves).max(0.0))
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Puts each face event to a driver by where in the clip it was first seen, and tallies the
+/// identities against the drivers. Where is told by the rightly read passage on the same camera
+/// first seen nearest to it in time: that vehicle's time in view is known, and its plate was first
+/// read within it (taken at its middle, so at most half a view off). A face within half a view
+/// plus one gap (playback drift) of a driver's time in view is that driver's; others are put to
+/// nobody. Passages and faces carry the same stream clock, so this holds whatever frames a busy
+/// box skipped, and a driver is found even when their own vehicle's plate was missed.
 fn tally_faces(
     faces: &[Seen],
     passages: &[Seen],
     plates: &[DemoPlate],
     drivers: &[DemoFace],
-    window: f64,
+    clip: &ClipTimes,
 ) -> FaceTally {
-    let driver_of = |face: &Seen| -> Option<&DemoFace> {
+    let secs = |d: chrono::TimeDelta| d.num_milliseconds() as f64 / 1000.0;
+    let when_in_clip = |face: &Seen| -> Option<f64> {
         let at = face.first_seen?;
-        let (vehicle, gap) = passages
+        let (vehicle, read_at) = passages
             .iter()
             .filter(|p| p.camera == face.camera)
             .filter_map(|p| {
                 let vehicle = plates
                     .iter()
                     .position(|d| Some(d.expected) == p.value.as_deref())?;
-                let gap = (p.first_seen? - at).num_milliseconds().abs() as f64 / 1000.0;
-                Some((vehicle, gap))
+                Some((vehicle, p.first_seen?))
             })
-            .min_by(|a, b| a.1.total_cmp(&b.1))?;
-        (gap <= window)
-            .then(|| drivers.iter().find(|d| d.vehicle == vehicle))
-            .flatten()
+            .min_by(|a, b| secs(a.1 - at).abs().total_cmp(&secs(b.1 - at).abs()))?;
+        let (enters, leaves) = clip.in_view(vehicle);
+        Some(((enters + leaves) / 2.0 + secs(at - read_at)).rem_euclid(clip.loop_s))
+    };
+    let tolerance = clip.view_s / 2.0 + clip.gap_s;
+    let driver_of = |face: &Seen| -> Option<&DemoFace> {
+        let at = when_in_clip(face)?;
+        drivers
+            .iter()
+            .map(|d| (d, clip.distance(at, d.vehicle)))
+            .filter(|(_, far)| *far <= tolerance)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(d, _)| d)
     };
     let mut t = FaceTally::default();
     for face in faces {
@@ -413,8 +463,8 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
             };
             summary["faces"]["shown_enrolled"] = drivers_shown(true).into();
             summary["faces"]["shown_not_enrolled"] = drivers_shown(false).into();
-            let cycle_s = (spec.frames_per_vehicle + spec.gap_frames) as f64 / spec.fps;
-            let tally = tally_faces(&faces, &passages, &plates, &drivers, cycle_s / 2.0);
+            let clip = ClipTimes::new(&spec, plates.len());
+            let tally = tally_faces(&faces, &passages, &plates, &drivers, &clip);
             if let serde_json::Value::Object(t) = serde_json::to_value(tally)? {
                 for (k, v) in t {
                     summary["faces"][k] = v;
@@ -447,38 +497,55 @@ mod tests {
         assert_eq!(passes_shown(&spec, 2, 140), [2, 2]);
     }
 
-    fn seen(camera: &str, value: Option<&str>, at_ms: i64) -> Seen {
+    fn seen(camera: &str, value: Option<&str>, at_s: f64) -> Seen {
         Seen {
             camera: camera.into(),
             value: value.map(str::to_owned),
-            first_seen: DateTime::from_timestamp_millis(1_800_000_000_000 + at_ms),
+            first_seen: DateTime::from_timestamp_millis(1_800_000_000_000 + (at_s * 1000.0) as i64),
         }
     }
 
     #[test]
-    fn face_events_are_judged_by_the_driver_of_the_nearest_rightly_read_passage() {
+    fn face_events_are_put_to_the_driver_in_view_by_the_nearest_rightly_read_passage() {
         let plates = demo_plates();
         let drivers = demo_faces();
         let (enrolled, other) = (&drivers[0], &drivers[1]);
+        assert_eq!((enrolled.vehicle, other.vehicle), (0, 3));
         let id = enrolled.identity.unwrap();
-        let plate_of = |d: &DemoFace| Some(plates[d.vehicle].expected);
+        // The bench's clip: 1 s of road, then per vehicle 2 s in view and 1 s of road; 16 s.
+        let spec = ClipSpec {
+            width: 1920,
+            height: 1080,
+            fps: 25.0,
+            frames_per_vehicle: 50,
+            gap_frames: 25,
+        };
+        let clip = ClipTimes::new(&spec, plates.len());
+        assert_eq!(clip.loop_s, 16.0);
+        assert_eq!(clip.in_view(3), (10.0, 12.0));
+        assert_eq!(clip.distance(15.5, 0), 1.5, "round the loop");
+        assert_eq!(clip.distance(2.0, 0), 0.0);
+        let plate = |k: usize| Some(plates[k].expected);
+        // Seconds since the clip started on each camera.
         let passages = [
-            seen("cam1", plate_of(enrolled), 0),
-            seen("cam1", plate_of(other), 9_000),
-            // A wrong read is no evidence of which vehicle was in view.
-            seen("cam1", Some("99Z99999"), 20_000),
-            seen("cam2", plate_of(other), 0),
+            seen("cam1", plate(0), 1.2),
+            seen("cam1", plate(1), 4.5),
+            seen("cam1", plate(3), 10.4),
+            seen("cam1", plate(4), 13.5),
+            // A wrong read tells nothing of where the clip was.
+            seen("cam1", Some("99Z99999"), 7.1),
+            seen("cam2", plate(3), 10.2),
         ];
         let faces = [
-            seen("cam1", Some(id), 300),    // right
-            seen("cam1", None, 9_400),      // the other driver, unknown: as expected
-            seen("cam1", None, -500),       // the enrolled driver missed
-            seen("cam2", Some(id), 200),    // named, but the other driver was in view
-            seen("cam1", Some(id), 20_100), // named where no passage was read right
-            seen("cam1", None, 4_500),      // between vehicles: nobody to put it to
-            seen("cam3", None, 0),          // a camera without passages
+            seen("cam1", Some(id), 1.3),  // right
+            seen("cam1", None, 10.3),     // the other driver, unknown: as expected
+            seen("cam1", None, 17.4),     // the enrolled driver again, their plate not read
+            seen("cam2", Some(id), 10.5), // named, but the other driver was in view
+            seen("cam1", None, 7.0),      // no driver in view
+            seen("cam1", Some(id), 7.0),  // named where no driver was in view
+            seen("cam3", None, 1.0),      // no passage to tell where the clip was
         ];
-        let t = tally_faces(&faces, &passages, &plates, &drivers, 1.5);
+        let t = tally_faces(&faces, &passages, &plates, &drivers, &clip);
         assert_eq!(
             t,
             FaceTally {
