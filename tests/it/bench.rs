@@ -24,14 +24,15 @@ fn bench_pipeline(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_with_faces_reads_every_plate_right_and_names_only_the_enrolled_driver() {
-    // 20 s of the 16 s clip: every vehicle passes once and the first again, so both drivers are
-    // shown in full however slowly this box reads (the clock starts after the models load).
-    let s = bench_pipeline(&["--faces", "--cameras", "1", "--seconds", "20"]);
+    // 30 s of the 16 s clip: each driver is shown in full twice (the enrolled one at 1-3 s and
+    // 17-19 s, the other at 10-12 s and 26-28 s), so a slow, busy box that scans few frames still
+    // has two chances at each (the clock starts after the models have loaded).
+    let s = bench_pipeline(&["--faces", "--cameras", "1", "--seconds", "30"]);
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("{v} in {s}"));
 
     // Plates: every passage is a plate the clip showed, none twice.
     let shown = n(&s["vehicles_shown"]);
-    assert_eq!(shown, 6, "{s}");
+    assert_eq!(shown, 9, "{s}");
     assert_eq!(n(&s["passages_wrong"]), 0, "{s}");
     let right = n(&s["passages_correct"]);
     // At most one vehicle still in view at the end is published on top of those shown.
@@ -40,7 +41,7 @@ fn bench_with_faces_reads_every_plate_right_and_names_only_the_enrolled_driver()
     // Faces: the enrolled driver named, the other one unknown, nobody named wrongly.
     let f = &s["faces"];
     assert_eq!(n(&f["shown_enrolled"]), 2, "{s}");
-    assert_eq!(n(&f["shown_not_enrolled"]), 1, "{s}");
+    assert_eq!(n(&f["shown_not_enrolled"]), 2, "{s}");
     assert!(n(&f["right"]) >= 1, "{s}");
     assert_eq!(n(&f["wrong"]), 0, "{s}");
     assert_eq!(n(&f["identified"]), n(&f["right"]), "{s}");
