@@ -64,10 +64,12 @@ pub struct StageTimes {
     pub read: Mutex<Vec<f32>>,
     /// Tracking and event emission.
     pub track: Mutex<Vec<f32>>,
+    /// The face stage on a frame it scanned: detect, align, embed and rate (its own thread).
+    pub face: Mutex<Vec<f32>>,
 }
 
 impl StageTimes {
-    fn record_ms(&self, slot: &Mutex<Vec<f32>>, took: Duration) {
+    pub(crate) fn record_ms(&self, slot: &Mutex<Vec<f32>>, took: Duration) {
         let ms = took.as_secs_f32() * 1000.0;
         slot.lock().expect("stage times lock").push(ms);
     }

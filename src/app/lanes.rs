@@ -142,6 +142,7 @@ fn start_face_stage(
         gallery: deps.faces.clone(),
         events: deps.events.clone(),
         stats: stats.clone(),
+        timings: deps.timings.clone(),
     })
     .with_context(|| format!("camera {}: cannot start the face stage", o.camera))?;
     let counter = stats.clone();

@@ -23,6 +23,7 @@ use super::service::FaceService;
 use super::track::{decide, FaceTracker, FaceTrackerOptions, ReadyTrack, Sighting};
 use super::FaceReader;
 use crate::event::{format_ts, EventFactory, FaceEvent, Origin};
+use crate::pipeline::StageTimes;
 use crate::source::camera::{FrameSlot, Taken};
 use crate::source::process_clock;
 
@@ -68,6 +69,8 @@ pub struct FaceStageParts {
     pub gallery: Arc<FaceService>,
     pub events: Arc<EventFactory>,
     pub stats: Arc<FaceStats>,
+    /// The scan of each frame is timed into `face` when set (benchmarks).
+    pub timings: Option<Arc<StageTimes>>,
 }
 
 /// The tracker settings of a camera's face config.
@@ -109,8 +112,14 @@ fn run(mut p: FaceStageParts) {
             }
         };
         p.stats.scanned.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let seen = match sightings(&mut p.reader, &frame.image, &p.config) {
-            Ok(s) => s,
+            Ok(s) => {
+                if let Some(t) = &p.timings {
+                    t.record_ms(&t.face, started.elapsed());
+                }
+                s
+            }
             Err(e) => {
                 p.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(camera = %p.camera, error = %format!("{e:#}"), "face scan failed; frame skipped");

@@ -11,6 +11,7 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use std::path::Path;
 
+use crate::face::service::FaceService;
 use crate::models;
 
 /// A driver whose face the booth camera shows.
@@ -86,6 +87,26 @@ pub fn load_shown(model_dir: &Path, faces: &[DemoFace]) -> Result<Vec<Mat>> {
 /// The enrolment picture of a face.
 pub fn enrol_picture(model_dir: &Path, face: &DemoFace) -> Result<Mat> {
     read_part(model_dir, face.photo, face.enrol)
+}
+
+/// Enrols every face of `faces` that has an identity into `gallery`, from its enrolment picture,
+/// as `gatewatch face enrol` does with the picture `demo render --enrol` writes (a PNG, so the
+/// same pixels). Returns the identities enrolled.
+pub fn enrol(gallery: &FaceService, model_dir: &Path, faces: &[DemoFace]) -> Result<Vec<String>> {
+    let mut enrolled = Vec::new();
+    for face in faces {
+        let Some(id) = face.identity else { continue };
+        let mut png = opencv::core::Vector::<u8>::new();
+        opencv::imgcodecs::imencode_def(".png", &enrol_picture(model_dir, face)?, &mut png)?;
+        let found = gallery
+            .face_of_image(png.as_slice())
+            .map_err(|e| anyhow::anyhow!("demo face {id}: {e}"))?;
+        gallery
+            .enrol(id, None, vec![found.embedding], true)
+            .map_err(|e| anyhow::anyhow!("demo face {id}: {e}"))?;
+        enrolled.push(id.to_owned());
+    }
+    Ok(enrolled)
 }
 
 /// Draws the booth window with `face` in it, top left, the face drifting a little with

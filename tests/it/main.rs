@@ -15,6 +15,7 @@ mod common;
 mod accuracy_rendered;
 mod accuracy_shared;
 mod acl;
+mod bench;
 mod cli;
 mod commands;
 mod delivery;
