@@ -34,6 +34,9 @@ pub struct PipelineStats {
     pub passages: AtomicU64,
     /// Vehicles whose reads disagreed: nothing was published for them.
     pub withheld: AtomicU64,
+    /// Chinese plate reads whose layout contradicted the plate's colour (a seven-character read
+    /// of a green new-energy plate): refused by the reader, so no vehicle is published with them.
+    pub colour_refused: AtomicU64,
     pub errors: AtomicU64,
     /// Bumped every loop iteration, idle ones included, for the service watchdog (not in status).
     pub heartbeat: Heartbeat,
@@ -50,6 +53,7 @@ impl PipelineStats {
             "reads": n(&self.reads),
             "passages": n(&self.passages),
             "withheld": n(&self.withheld),
+            "colour_refused": n(&self.colour_refused),
             "errors": n(&self.errors),
         })
     }
@@ -215,7 +219,12 @@ fn run(mut p: PipelineParts) {
         }
         let mut read = |image: &opencv::core::Mat| {
             let mut reader = p.reader.lock().expect("reader lock");
+            // The reader's count is cumulative and may be shared with other cameras: this
+            // frame's part is what it added under the lock.
+            let before = reader.colour_refused();
             let reads = reader.read(image)?;
+            let refused = reader.colour_refused() - before;
+            p.stats.colour_refused.fetch_add(refused, Ordering::Relaxed);
             Ok((reads, reader.unread().to_vec()))
         };
         let done = match lane.on_frame(&frame.image, frame.t, &mut read) {

@@ -145,6 +145,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             let mut summary = eval::summarise(&outcomes, set.as_str(), *threads);
             summary.regions = regions.iter().map(|r| r.as_str().to_owned()).collect();
             summary.withheld = withheld;
+            summary.colour_refused = reader.colour_refused();
             if *as_run {
                 summary.mode = "as-run".into();
             }

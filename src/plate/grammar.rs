@@ -103,6 +103,20 @@ static CN: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .unwrap()
 });
+static CN_ORDINARY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"^[{}][A-HJ-NP-Z][A-HJ-NP-Z0-9]{{5}}$",
+        CN_PROVINCES
+    ))
+    .unwrap()
+});
+static CN_NEW_ENERGY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"^[{}][A-HJ-NP-Z](?:[DF][A-HJ-NP-Z0-9][0-9]{{4}}|[0-9]{{5}}[DF])$",
+        CN_PROVINCES
+    ))
+    .unwrap()
+});
 /// Chinese plates of special series that do not open with a province character: embassy
 /// (`使224424`), civil aviation (`民航B9016`), armed police (`WJ07X0230`, `WJ粤12345`), and the
 /// Hong Kong / Macau plate a cross-border vehicle carries beside its
@@ -170,6 +184,18 @@ pub fn is_cjk(c: char) -> bool {
 /// Whether the text holds a Chinese province character (routes a read to the CJK recogniser).
 pub fn has_cn_province(text: &str) -> bool {
     text.chars().any(|c| CN_PROVINCES.contains(c))
+}
+
+/// The ordinary mainland layout (province, office letter, five letters or digits: 7 characters),
+/// which blue plates carry; a green plate never does (see [`super::colour`]).
+pub fn is_cn_ordinary(plate: &str) -> bool {
+    CN_ORDINARY.is_match(&normalise(plate))
+}
+
+/// The new-energy layout (province, office letter, D/F and five more, or five digits then D/F:
+/// 8 characters), which green plates carry and blue ones never do.
+pub fn is_cn_new_energy(plate: &str) -> bool {
+    CN_NEW_ENERGY.is_match(&normalise(plate))
 }
 
 /// Accepts `text` (raw or normalised) if one of `regions` matches, in their order of preference.

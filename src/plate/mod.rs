@@ -1,6 +1,7 @@
 //! The plate path: detectors, recognisers, grammars, reader and tracker.
 
 pub mod clp;
+pub mod colour;
 pub mod fast_alpr;
 pub mod grammar;
 pub mod lane;

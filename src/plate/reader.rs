@@ -7,6 +7,7 @@ use opencv::prelude::*;
 use std::path::Path;
 
 use super::clp::ClpDetector;
+use super::colour;
 use super::fast_alpr::{CctRecogniser, YoloPlateDetector};
 use super::grammar::{self, classify, Region};
 use super::text_det::TextDetector;
@@ -106,6 +107,8 @@ pub struct PlateReader {
     second_opinion: Option<TextRecogniser>,
     /// Plate boxes of the last frame whose text could not be read confidently.
     unread: Vec<BBox>,
+    /// Chinese reads refused since loading because their layout contradicts the plate's colour.
+    colour_refused: u64,
     opts: ReaderOptions,
 }
 
@@ -164,6 +167,7 @@ impl PlateReader {
             cjk,
             second_opinion,
             unread: Vec::new(),
+            colour_refused: 0,
             opts,
         })
     }
@@ -180,10 +184,43 @@ impl PlateReader {
         &self.unread
     }
 
+    /// Chinese reads refused since the reader was loaded because their layout contradicts the
+    /// plate's background colour (a seven-character read of a green new-energy plate): a
+    /// character was lost or gained, so nothing is published for them.
+    pub fn colour_refused(&self) -> u64 {
+        self.colour_refused
+    }
+
     /// Reads every plate in a BGR frame.
     pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
         vision::ensure_bgr(frame)?;
         self.unread.clear();
+        let reads = self.read_any(frame)?;
+        self.refuse_colour_mismatch(frame, reads)
+    }
+
+    /// Drops the Chinese reads whose layout contradicts the colour of their plate
+    /// ([`split_by_colour`]) and counts them.
+    fn refuse_colour_mismatch(
+        &mut self,
+        frame: &Mat,
+        reads: Vec<PlateRead>,
+    ) -> Result<Vec<PlateRead>> {
+        let (kept, refused) = split_by_colour(frame, reads)?;
+        for r in refused {
+            tracing::debug!(plate = %r.plate, "plate layout contradicts its colour; not read");
+            self.colour_refused += 1;
+            // A plate detector's box still holds a vehicle (the text detector's never says so:
+            // see `unread`).
+            if !matches!(self.detector, Detector::Text(_)) {
+                self.unread.push(r.bbox);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Every read of the model set in a frame, before the colour check.
+    fn read_any(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
         match &mut self.detector {
             Detector::Text(_) => {
                 let first = self.read_text_lines(frame, self.opts.detector_max_side)?;
@@ -493,6 +530,28 @@ impl PlateReader {
     }
 }
 
+/// Splits a frame's reads into those kept and the Chinese reads whose layout contradicts the
+/// colour of the plate in their box ([`colour::contradicts`]). The confidences cannot catch
+/// these: a new-energy plate with a repeated digit dropped (`皖AD1989` for `皖AD19789`) is read as
+/// confidently, and alike at every framing, and the shorter text fits the ordinary layout.
+fn split_by_colour(frame: &Mat, reads: Vec<PlateRead>) -> Result<(Vec<PlateRead>, Vec<PlateRead>)> {
+    let (mut kept, mut refused) = (Vec::with_capacity(reads.len()), Vec::new());
+    for r in reads {
+        let judged = r.region == Region::Cn
+            && (grammar::is_cn_ordinary(&r.plate) || grammar::is_cn_new_energy(&r.plate));
+        let wrong = judged && {
+            let crop = vision::crop_padded(frame, &r.bbox, 0.0, 0.0)?;
+            colour::contradicts(&r.plate, r.region, colour::plate_colour(&crop)?)
+        };
+        if wrong {
+            refused.push(r);
+        } else {
+            kept.push(r);
+        }
+    }
+    Ok((kept, refused))
+}
+
 /// What the CJK pass made of a plate box.
 enum ChineseRead {
     Plate(PlateRead),
@@ -670,6 +729,57 @@ mod tests {
             PlateRead::best(std::slice::from_ref(&phone)).unwrap().plate,
             phone.plate
         );
+    }
+
+    #[test]
+    fn chinese_reads_that_contradict_their_plate_colour_are_split_off() {
+        use opencv::core::{Scalar, CV_8UC3};
+        // A grey road with a green plate at x 100 and a blue one at x 400 (BGR), black and white
+        // character bars on them.
+        let mut frame =
+            Mat::new_rows_cols_with_default(300, 600, CV_8UC3, Scalar::all(110.0)).unwrap();
+        for (x, bg, ink) in [
+            (100, Scalar::new(90.0, 200.0, 60.0, 0.0), Scalar::all(20.0)),
+            (400, Scalar::new(160.0, 60.0, 10.0, 0.0), Scalar::all(245.0)),
+        ] {
+            let plate = Rect::new(x, 100, 120, 40);
+            imgproc_fill(&mut frame, plate, bg);
+            for i in 0..7 {
+                imgproc_fill(&mut frame, Rect::new(x + 6 + i * 16, 108, 8, 24), ink);
+            }
+        }
+        let at = |plate: &str, region: Region, x: f32| PlateRead {
+            bbox: BBox {
+                x,
+                y: 100.0,
+                w: 120.0,
+                h: 40.0,
+            },
+            ..read(plate, region, 0.0, 0.0)
+        };
+        let reads = vec![
+            at("皖AD1989", Region::Cn, 100.0),  // 7 on green: a digit lost
+            at("皖AD19789", Region::Cn, 100.0), // 8 on green: kept
+            at("皖AD19789", Region::Cn, 400.0), // 8 on blue: a digit gained
+            at("皖AD1989", Region::Cn, 400.0),  // 7 on blue: kept
+            at("粤ZR066港", Region::Cn, 100.0), // not the ordinary layout: not judged
+            at("51A12345", Region::Vn, 100.0),  // other grammars: never judged
+            at("ABC1234", Region::Generic, 100.0),
+        ];
+        let (kept, refused) = split_by_colour(&frame, reads).unwrap();
+        let plates = |v: &[PlateRead]| -> Vec<(String, f32)> {
+            v.iter().map(|r| (r.plate.clone(), r.bbox.x)).collect()
+        };
+        assert_eq!(
+            plates(&refused),
+            [("皖AD1989".into(), 100.0), ("皖AD19789".into(), 400.0)]
+        );
+        assert_eq!(kept.len(), 5);
+        assert!(!plates(&kept).contains(&("皖AD1989".into(), 100.0)));
+    }
+
+    fn imgproc_fill(m: &mut Mat, r: Rect, c: opencv::core::Scalar) {
+        opencv::imgproc::rectangle(m, r, c, -1, opencv::imgproc::LINE_8, 0).unwrap();
     }
 
     #[test]

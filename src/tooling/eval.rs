@@ -322,6 +322,9 @@ pub struct Summary {
     /// As-run only: vehicles whose reads disagreed, so nothing was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withheld: Option<u64>,
+    /// Chinese reads the reader refused because their layout contradicts the plate's colour
+    /// (over every frame the models ran on).
+    pub colour_refused: u64,
     /// Share of images whose first report is their first labelled plate (the measure of
     /// earlier notes, for comparison).
     pub best_read_match: f64,
@@ -358,6 +361,7 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
         wrong_elsewhere: sum(|o| o.wrong_elsewhere),
         duplicates: sum(|o| o.duplicates),
         withheld: None,
+        colour_refused: 0,
         best_read_match: share(
             outcomes
                 .iter()
