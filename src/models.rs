@@ -296,6 +296,22 @@ pub fn ort_lib_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     v
 }
 
+/// The first of [`ort_lib_candidates`] that exists; the error lists where it looked and the fix.
+fn find_ort_lib(configured: Option<&Path>) -> std::result::Result<PathBuf, String> {
+    let candidates = ort_lib_candidates(configured);
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "libonnxruntime.so not found; looked in: {}. Fix: run `scripts/fetch-models.py`, or set \
+             runtime.onnxruntime / GATEWATCH_ORT_LIB",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
 /// Checks the ONNX Runtime library this binary would load (the first of
 /// [`ort_lib_candidates`] that exists) against the manifest's entry for the architecture the
 /// binary was built for, and returns its resolved path. A library of another architecture is
@@ -308,20 +324,9 @@ pub fn verify_runtime(configured: Option<&Path>) -> Result<PathBuf> {
         .iter()
         .find(|r| r.arch == arch)
         .with_context(|| format!("the manifest has no ONNX Runtime for {arch}"))?;
-    let candidates = ort_lib_candidates(configured);
-    let Some(lib) = candidates.iter().find(|p| p.is_file()) else {
-        bail!(
-            "libonnxruntime.so not found; looked in: {}. Fix: run `scripts/fetch-models.py`, or set \
-             runtime.onnxruntime / GATEWATCH_ORT_LIB",
-            candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let lib = find_ort_lib(configured).map_err(anyhow::Error::msg)?;
     let real =
-        std::fs::canonicalize(lib).with_context(|| format!("cannot resolve {}", lib.display()))?;
+        std::fs::canonicalize(&lib).with_context(|| format!("cannot resolve {}", lib.display()))?;
     let got = sha256_file(&real).with_context(|| format!("cannot read {}", real.display()))?;
     if got == entry.sha256 {
         return Ok(real);
@@ -351,15 +356,8 @@ pub fn ort_environment(
     configured: Option<&Path>,
 ) -> Result<&'static ort::environment::Environment> {
     let env = ENV.get_or_init(|| {
-        let candidates = ort_lib_candidates(configured);
-        let lib = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-            format!(
-                "libonnxruntime.so not found; looked in: {}. Fix: run `scripts/fetch-models.py`, or set \
-                 runtime.onnxruntime / GATEWATCH_ORT_LIB",
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            )
-        })?;
-        let builder = ort::init_from(lib)
+        let lib = find_ort_lib(configured)?;
+        let builder = ort::init_from(&lib)
             .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?;
         builder
             .with_name("gatewatch")
