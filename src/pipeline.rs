@@ -37,6 +37,8 @@ pub struct PipelineStats {
     /// Chinese plate reads whose layout contradicted the plate's colour (a seven-character read
     /// of a green new-energy plate): refused by the reader, so no vehicle is published with them.
     pub colour_refused: AtomicU64,
+    /// Plate reads refused by the reader because two looks at the plate read it differently.
+    pub looks_disagreed: AtomicU64,
     pub errors: AtomicU64,
     /// Bumped every loop iteration, idle ones included, for the service watchdog (not in status).
     pub heartbeat: Heartbeat,
@@ -54,6 +56,7 @@ impl PipelineStats {
             "passages": n(&self.passages),
             "withheld": n(&self.withheld),
             "colour_refused": n(&self.colour_refused),
+            "looks_disagreed": n(&self.looks_disagreed),
             "errors": n(&self.errors),
         })
     }
@@ -221,10 +224,15 @@ fn run(mut p: PipelineParts) {
             let mut reader = p.reader.lock().expect("reader lock");
             // The reader's count is cumulative and may be shared with other cameras: this
             // frame's part is what it added under the lock.
-            let before = reader.colour_refused();
+            let before = reader.refused();
             let reads = reader.read(image)?;
-            let refused = reader.colour_refused() - before;
-            p.stats.colour_refused.fetch_add(refused, Ordering::Relaxed);
+            let refused = reader.refused() - before;
+            p.stats
+                .colour_refused
+                .fetch_add(refused.colour, Ordering::Relaxed);
+            p.stats
+                .looks_disagreed
+                .fetch_add(refused.looks_disagreed, Ordering::Relaxed);
             Ok((reads, reader.unread().to_vec()))
         };
         let done = match lane.on_frame(&frame.image, frame.t, &mut read) {

@@ -37,10 +37,11 @@ pub enum EvalCmd {
         /// Longest side given to full-frame detectors, as `plates.detector_max_side`.
         #[arg(long)]
         detector_max_side: Option<u32>,
-        /// Detect again at this longest side when an image gives no plate-like read, as
-        /// `plates.retry_max_side` (text-detector set; 0 = off).
-        #[arg(long, default_value_t = 0)]
-        retry_max_side: u32,
+        /// Look again, larger, up to this longest side when an image gives no plate-like read, as
+        /// `plates.retry_max_side` (0 = off; set, every image may be looked at again; default:
+        /// the config default, which leaves camera-sized images alone).
+        #[arg(long)]
+        retry_max_side: Option<u32>,
         /// The product path: each image is shown to the lane core of `run` (motion gate, tracker,
         /// voting, withholding, config defaults) for a second at 5 fps with empty road between,
         /// and what it publishes is scored.
@@ -113,11 +114,14 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let first_side = detector_max_side.unwrap_or(defaults.detector_max_side);
+            let retry = crate::config::retry_in_effect(*retry_max_side, first_side);
             let opts = ReaderOptions {
                 regions: regions.clone(),
                 min_confidence: defaults.min_confidence,
-                detector_max_side: detector_max_side.unwrap_or(defaults.detector_max_side),
-                retry_max_side: *retry_max_side,
+                detector_max_side: first_side,
+                retry_max_side: retry.0,
+                retry_camera_sized: retry.1,
                 threads: *threads,
                 ..ReaderOptions::default()
             };
@@ -145,7 +149,9 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             let mut summary = eval::summarise(&outcomes, set.as_str(), *threads);
             summary.regions = regions.iter().map(|r| r.as_str().to_owned()).collect();
             summary.withheld = withheld;
-            summary.colour_refused = reader.colour_refused();
+            let refused = reader.refused();
+            summary.colour_refused = refused.colour;
+            summary.looks_disagreed = refused.looks_disagreed;
             if *as_run {
                 summary.mode = "as-run".into();
             }

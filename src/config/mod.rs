@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::delivery::client::MqttProtocol;
 use crate::delivery::FullPolicy;
 use crate::models::ModelSet;
+use crate::plate::reader::DEFAULT_RETRY_MAX_SIDE;
 use crate::source::{AtEnd, Handoff};
 
 /// The whole configuration file.
@@ -221,10 +222,32 @@ pub struct PlateConfig {
     /// Longest side of the frame given to the full-frame text detector (px, multiple of 32).
     #[serde(default = "default_detector_max_side")]
     pub detector_max_side: u32,
-    /// Text-detector set only: when a frame gives no plate-like read, detect again with this
-    /// longest side (finds small plates; costs a second detector run on such frames). 0 = off.
+    /// When a frame gives no plate-like read, look again larger, up to this longest side (finds
+    /// small plates; costs more detector runs on such frames). 0 = off. Set: every frame may be
+    /// looked at again. Unset: the default ([`PlateConfig::retry`]), which leaves camera-sized
+    /// frames alone.
     #[serde(default)]
-    pub retry_max_side: u32,
+    pub retry_max_side: Option<u32>,
+}
+
+impl PlateConfig {
+    /// The retry in effect, as `(retry_max_side, camera-sized frames too)`: as set, for every
+    /// frame; unset, [`DEFAULT_RETRY_MAX_SIDE`] (off when the first pass is that large) for
+    /// frames that are not camera-sized
+    /// ([`ReaderOptions::retries`](crate::plate::reader::ReaderOptions::retries)).
+    pub fn retry(&self) -> (u32, bool) {
+        retry_in_effect(self.retry_max_side, self.detector_max_side)
+    }
+}
+
+/// [`PlateConfig::retry`] for a `plates.retry_max_side` as set (or not) and a first pass at
+/// `detector_max_side`; `eval` takes its flags through this too.
+pub fn retry_in_effect(set: Option<u32>, detector_max_side: u32) -> (u32, bool) {
+    match set {
+        Some(side) => (side, true),
+        None if detector_max_side < DEFAULT_RETRY_MAX_SIDE => (DEFAULT_RETRY_MAX_SIDE, false),
+        None => (0, false),
+    }
 }
 
 impl Default for PlateConfig {
@@ -236,7 +259,7 @@ impl Default for PlateConfig {
             settle_s: default_settle(),
             regions: default_regions(),
             detector_max_side: default_detector_max_side(),
-            retry_max_side: 0,
+            retry_max_side: None,
         }
     }
 }
@@ -429,6 +452,27 @@ url = "rtsp://10.0.0.5/stream1"
         assert_eq!(c.cameras[0].handoff, Handoff::Newest);
         assert_eq!(c.runtime.threads, 1);
         assert_eq!(c.plates.confirm_frames, 3);
+    }
+
+    #[test]
+    fn the_retry_is_on_by_default_below_its_side_and_off_when_set_so() {
+        let retry = |plates: &str| {
+            let c = Config::from_toml(&format!("{MINIMAL}[plates]\n{plates}"), Path::new("t.toml"))
+                .unwrap();
+            c.plates.retry()
+        };
+        // Unset: the default, camera-sized frames left alone.
+        assert_eq!(retry(""), (DEFAULT_RETRY_MAX_SIDE, false));
+        // Set: as set, every frame.
+        assert_eq!(retry("retry_max_side = 0"), (0, true));
+        assert_eq!(retry("retry_max_side = 1600"), (1600, true));
+        // A first pass at the default retry side or above: no retry, and no complaint about a
+        // key the installer never set.
+        assert_eq!(retry("detector_max_side = 2560"), (0, false));
+        assert_eq!(
+            retry("detector_max_side = 1280"),
+            (DEFAULT_RETRY_MAX_SIDE, false)
+        );
     }
 
     #[test]

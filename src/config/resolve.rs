@@ -125,7 +125,8 @@ impl Config {
                 .collect(),
             min_confidence: self.plates.min_confidence,
             detector_max_side: self.plates.detector_max_side,
-            retry_max_side: self.plates.retry_max_side,
+            retry_max_side: self.plates.retry().0,
+            retry_camera_sized: self.plates.retry().1,
             threads: self.runtime.threads,
             ..ReaderOptions::default()
         }

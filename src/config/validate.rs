@@ -291,18 +291,18 @@ impl Config {
                 ),
             );
         }
-        if p.retry_max_side != 0
-            && (p.retry_max_side <= p.detector_max_side
-                || p.retry_max_side > 4096
-                || !p.retry_max_side.is_multiple_of(32))
-        {
-            issue(
-                "plates.retry_max_side",
-                format!(
-                    "{} is not allowed: 0 (off) or a multiple of 32 above plates.detector_max_side ({}) and at most 4096",
-                    p.retry_max_side, p.detector_max_side
-                ),
-            );
+        if let Some(retry) = p.retry_max_side {
+            if retry != 0
+                && (retry <= p.detector_max_side || retry > 4096 || !retry.is_multiple_of(32))
+            {
+                issue(
+                    "plates.retry_max_side",
+                    format!(
+                        "{} is not allowed: 0 (off) or a multiple of 32 above plates.detector_max_side ({}) and at most 4096",
+                        retry, p.detector_max_side
+                    ),
+                );
+            }
         }
         if self.cameras.is_empty() {
             issue(

@@ -104,6 +104,65 @@ impl YoloPlateDetector {
             .filter(|b| b.bbox.w >= 4.0 && b.bbox.h >= 4.0)
             .collect())
     }
+
+    /// Finds plates in a frame cut into `grid` × `grid` overlapping tiles, each given the whole
+    /// input: small plates of a large frame (a 12 MP photo's far cars) are a few pixels at one
+    /// 416 px look and `grid` times larger here, at `grid`² detector runs.
+    pub fn detect_tiled(&mut self, frame: &Mat, grid: i32) -> Result<Vec<PlateBox>> {
+        let mut found = Vec::new();
+        for tile in tiles(frame.cols(), frame.rows(), grid) {
+            let part = Mat::roi(frame, tile)?.try_clone()?;
+            for mut b in self.detect(&part)? {
+                b.bbox.x += tile.x as f32;
+                b.bbox.y += tile.y as f32;
+                found.push(b);
+            }
+        }
+        Ok(merge_tiled(found))
+    }
+}
+
+/// A `grid` × `grid` cover of a `w` × `h` frame, each tile 1.2 / `grid` of the frame's side, so
+/// neighbouring tiles overlap (by a fifth of the frame at 2 × 2) and a plate cut by one tile's
+/// edge is whole in its neighbour.
+fn tiles(w: i32, h: i32, grid: i32) -> Vec<Rect> {
+    let span = |len: i32| -> Vec<(i32, i32)> {
+        let size = ((len as f32 / grid as f32) * 1.2).ceil().min(len as f32) as i32;
+        (0..grid)
+            .map(|i| {
+                let start = if grid == 1 {
+                    0
+                } else {
+                    (len - size) * i / (grid - 1)
+                };
+                (start, size)
+            })
+            .collect()
+    };
+    let (xs, ys) = (span(w), span(h));
+    ys.iter()
+        .flat_map(|&(y, th)| xs.iter().map(move |&(x, tw)| Rect::new(x, y, tw, th)))
+        .collect()
+}
+
+/// One box per plate from overlapping tiles: the higher-scoring box is kept, and a box sharing
+/// over half the smaller box's area with a kept one is the same plate (or its part cut by a tile
+/// edge).
+fn merge_tiled(mut boxes: Vec<PlateBox>) -> Vec<PlateBox> {
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<PlateBox> = Vec::new();
+    for b in boxes {
+        let area = (b.bbox.w * b.bbox.h).max(1e-3);
+        let inside = |k: &PlateBox| {
+            let ix = (b.bbox.x + b.bbox.w).min(k.bbox.x + k.bbox.w) - b.bbox.x.max(k.bbox.x);
+            let iy = (b.bbox.y + b.bbox.h).min(k.bbox.y + k.bbox.h) - b.bbox.y.max(k.bbox.y);
+            ix.max(0.0) * iy.max(0.0) > 0.5 * area.min(k.bbox.w * k.bbox.h)
+        };
+        if !kept.iter().any(inside) {
+            kept.push(b);
+        }
+    }
+    kept
 }
 
 /// CCT-XS plate OCR: 128×64 RGB u8 in, 10 slots over `0-9A-Z_` out.
@@ -219,6 +278,39 @@ fn decode_slots(probs: &[f32], classes: usize) -> TextRead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiles_cover_the_frame_and_overlap() {
+        let t = tiles(4032, 2268, 2);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t[0], Rect::new(0, 0, 2420, 1361));
+        assert_eq!(t[3], Rect::new(4032 - 2420, 2268 - 1361, 2420, 1361));
+        // Neighbours overlap by a fifth of the frame (less rounding).
+        let overlap = t[0].x + t[0].width - t[1].x;
+        assert!((overlap - 4032 / 5).abs() <= 4, "{overlap}");
+        assert_eq!(tiles(640, 480, 1), [Rect::new(0, 0, 640, 480)]);
+    }
+
+    #[test]
+    fn a_plate_seen_by_two_tiles_is_one_box_and_its_cut_part_is_dropped() {
+        let at = |x: f32, w: f32, score: f32| PlateBox {
+            bbox: BBox {
+                x,
+                y: 100.0,
+                w,
+                h: 30.0,
+            },
+            score,
+        };
+        let merged = merge_tiled(vec![
+            at(1000.0, 90.0, 0.7), // the plate, from the left tile
+            at(1002.0, 90.0, 0.9), // the same plate, from the right tile
+            at(1050.0, 42.0, 0.6), // its right half, cut by the left tile's edge
+            at(3000.0, 90.0, 0.5), // another plate
+        ]);
+        let xs: Vec<f32> = merged.iter().map(|b| b.bbox.x).collect();
+        assert_eq!(xs, [1002.0, 3000.0]);
+    }
 
     #[test]
     fn slots_decode_without_padding() {

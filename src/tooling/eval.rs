@@ -325,6 +325,9 @@ pub struct Summary {
     /// Chinese reads the reader refused because their layout contradicts the plate's colour
     /// (over every frame the models ran on).
     pub colour_refused: u64,
+    /// Plates the reader refused because two looks at them read differently (over every frame
+    /// the models ran on).
+    pub looks_disagreed: u64,
     /// Share of images whose first report is their first labelled plate (the measure of
     /// earlier notes, for comparison).
     pub best_read_match: f64,
@@ -362,6 +365,7 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
         duplicates: sum(|o| o.duplicates),
         withheld: None,
         colour_refused: 0,
+        looks_disagreed: 0,
         best_read_match: share(
             outcomes
                 .iter()

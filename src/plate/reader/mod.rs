@@ -58,6 +58,10 @@ impl PlateRead {
     }
 }
 
+/// The default `retry_max_side`: a 12 MP photo's far plates need 2560 (the shared vn photos,
+/// docs/accuracy.md).
+pub const DEFAULT_RETRY_MAX_SIDE: u32 = 2560;
+
 /// Reader settings taken from the config.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
@@ -69,9 +73,27 @@ pub struct ReaderOptions {
     pub threads: usize,
     /// Text lines shorter than this (px) are not read.
     pub min_text_height: f32,
-    /// Text-detector set: detect again at this longest side when a frame gives no plate-like
-    /// read (0 = off).
+    /// When a frame gives no plate-like read, look again larger, up to this longest side (0 =
+    /// off): the text-detector set detects again at larger sides, the fast-alpr set in tiles.
     pub retry_max_side: u32,
+    /// Look again at camera-sized frames too (longest side above `detector_max_side` and at
+    /// most twice it: 720p and 1080p at 960). Off by default: see [`ReaderOptions::retries`].
+    pub retry_camera_sized: bool,
+}
+
+impl ReaderOptions {
+    /// Whether a frame whose longest side is `frame_side` is looked at again when it gave no
+    /// plate-like read. Camera-sized frames are not, unless asked: their text shrank at most
+    /// twice at the first pass, and a plate too small there grows as the vehicle comes closer.
+    /// Measured on the rendered 1080p lane clip (`bench pipeline`, 1 camera): the default set's
+    /// retry at 1920 read the same 10 of 10 passages at 3.5 times fewer processed frames and
+    /// twice the peak memory (1000 MB against 450 MB); fast-alpr's tiles almost halved the
+    /// frames processed, for the same 10 of 10.
+    pub fn retries(&self, frame_side: u32) -> bool {
+        let camera_sized =
+            frame_side > self.detector_max_side && frame_side <= 2 * self.detector_max_side;
+        self.retry_max_side > self.detector_max_side && (self.retry_camera_sized || !camera_sized)
+    }
 }
 
 impl Default for ReaderOptions {
@@ -82,7 +104,8 @@ impl Default for ReaderOptions {
             detector_max_side: 960,
             threads: 1,
             min_text_height: 8.0,
-            retry_max_side: 0,
+            retry_max_side: DEFAULT_RETRY_MAX_SIDE,
+            retry_camera_sized: false,
         }
     }
 }
@@ -98,6 +121,28 @@ enum LatinRecogniser {
     Cct(CctRecogniser),
 }
 
+/// Plate reads a reader refused although they fit a grammar, by reason (precision before recall:
+/// what is not published is counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Chinese reads whose layout contradicts the plate's background colour (a seven-character
+    /// read of a green new-energy plate): a character was lost or gained.
+    pub colour: u64,
+    /// Plates that two looks (framings of one text line or plate box) read differently: one of
+    /// them is wrong and the confidences cannot tell which.
+    pub looks_disagreed: u64,
+}
+
+impl std::ops::Sub for Refusals {
+    type Output = Refusals;
+    fn sub(self, earlier: Refusals) -> Refusals {
+        Refusals {
+            colour: self.colour - earlier.colour,
+            looks_disagreed: self.looks_disagreed - earlier.looks_disagreed,
+        }
+    }
+}
+
 /// A loaded model set.
 pub struct PlateReader {
     set: ModelSet,
@@ -109,8 +154,8 @@ pub struct PlateReader {
     second_opinion: Option<TextRecogniser>,
     /// Plate boxes of the last frame whose text could not be read confidently.
     unread: Vec<BBox>,
-    /// Chinese reads refused since loading because their layout contradicts the plate's colour.
-    colour_refused: u64,
+    /// Plate reads refused since loading, by reason.
+    refused: Refusals,
     opts: ReaderOptions,
 }
 
@@ -163,7 +208,7 @@ impl PlateReader {
             cjk,
             second_opinion,
             unread: Vec::new(),
-            colour_refused: 0,
+            refused: Refusals::default(),
             opts,
         })
     }
@@ -180,11 +225,9 @@ impl PlateReader {
         &self.unread
     }
 
-    /// Chinese reads refused since the reader was loaded because their layout contradicts the
-    /// plate's background colour (a seven-character read of a green new-energy plate): a
-    /// character was lost or gained, so nothing is published for them.
-    pub fn colour_refused(&self) -> u64 {
-        self.colour_refused
+    /// Plate reads refused since the reader was loaded: nothing is published for them.
+    pub fn refused(&self) -> Refusals {
+        self.refused
     }
 
     /// Reads every plate in a BGR frame.
@@ -205,7 +248,7 @@ impl PlateReader {
         let (kept, refused) = split_by_colour(frame, reads)?;
         for r in refused {
             tracing::debug!(plate = %r.plate, "plate layout contradicts its colour; not read");
-            self.colour_refused += 1;
+            self.refused.colour += 1;
             // A plate detector's box still holds a vehicle (the text detector's never says so:
             // see `unread`).
             if !matches!(self.detector, Detector::Text(_)) {

@@ -12,12 +12,21 @@ use crate::plate::text_rec::{TextRead, TextRecogniser};
 use crate::vision::{self, BBox};
 
 impl PlateReader {
-    /// Every read of a frame from the YOLO plate detector's boxes (fast-alpr set).
+    /// Every read of a frame from the YOLO plate detector's boxes (fast-alpr set). A frame in
+    /// which one look found no plate box is searched again in 2 × 2 tiles when the options say
+    /// so ([`ReaderOptions::retries`](super::ReaderOptions::retries)): far plates of a large
+    /// frame are a few pixels at the detector's 416 px. Measured: shared vn photos 0.930 ->
+    /// 0.958 (the 12 MP parking-lot shots).
     pub(super) fn read_plate_boxes(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
         let Detector::Yolo(det) = &mut self.detector else {
             unreachable!("called for the fast-alpr set only")
         };
-        let boxes = det.detect(frame)?;
+        let mut boxes = det.detect(frame)?;
+        let frame_side = frame.cols().max(frame.rows()).max(0) as u32;
+        if boxes.is_empty() && self.opts.retries(frame_side) {
+            // Nothing at one look: small plates of a large frame are a few pixels there.
+            boxes = det.detect_tiled(frame, 2)?;
+        }
         let views = CROP_VIEWS;
         let mut crops = Vec::with_capacity(boxes.len() * views.len());
         for b in &boxes {
@@ -62,7 +71,10 @@ impl PlateReader {
                     ChineseRead::Plate(r) => best = Some(r),
                     // Two looks, two provinces or plates: neither is published, and
                     // the Latin read (which has no province) is not a fallback.
-                    ChineseRead::Contested => best = None,
+                    ChineseRead::Contested => {
+                        self.refused.looks_disagreed += 1;
+                        best = None
+                    }
                     ChineseRead::None => {}
                 }
             }

@@ -5,23 +5,39 @@ use anyhow::Result;
 use opencv::core::{Mat, Point2f};
 use opencv::prelude::*;
 
+#[cfg(test)]
+use super::ReaderOptions;
 use super::{Detector, LatinRecogniser, PlateRead, PlateReader, SECOND_OPINION_BELOW};
 use crate::plate::grammar::{self, classify, Region};
 use crate::plate::text_rec::TextRead;
 use crate::vision::{self, BBox};
 
 impl PlateReader {
-    /// Every read of a frame: text lines at the first scale, and again larger when that gave no
-    /// plate-like read.
+    /// Every read of a frame: text lines at the first scale and, while that gave no plate-like
+    /// read, again larger ([`retry_sides`]): small plates vanish at the first scale.
     pub(super) fn read_text(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
-        let first = self.read_text_lines(frame, self.opts.detector_max_side)?;
         let plate_like = |reads: &[PlateRead]| reads.iter().any(|r| r.plausibility() == 2);
-        if self.opts.retry_max_side == 0 || plate_like(&first) {
-            return Ok(first);
+        let mut reads = self.read_text_lines(frame, self.opts.detector_max_side)?;
+        let frame_side = frame.cols().max(frame.rows()).max(0) as u32;
+        let sides = if self.opts.retries(frame_side) {
+            retry_sides(
+                self.opts.detector_max_side,
+                self.opts.retry_max_side,
+                frame_side,
+            )
+        } else {
+            Vec::new()
+        };
+        for side in sides {
+            if plate_like(&reads) {
+                break;
+            }
+            let again = self.read_text_lines(frame, side)?;
+            if plate_like(&again) {
+                reads = again;
+            }
         }
-        // Small plates vanish at the first scale; a larger one finds them.
-        let second = self.read_text_lines(frame, self.opts.retry_max_side)?;
-        Ok(if plate_like(&second) { second } else { first })
+        Ok(reads)
     }
 
     /// The text-detector path: text lines found at `max_side`, read, and assembled into plates.
@@ -60,26 +76,15 @@ impl PlateReader {
         if !wider.is_empty() {
             let again = self.read_lines(&wider)?;
             for (&i, other) in maybe_plates.iter().zip(again) {
-                let plate = |t: &TextRead| classify(&t.text, &self.opts.regions);
-                match (plate(&reads[i]), plate(&other)) {
-                    // Two looks at one line that read two different VN or CN plates: one of
-                    // them is wrong and the confidences cannot tell which (a new-energy plate's
-                    // repeated digit dropped is read as confidently as the plate). Neither is
-                    // taken. Measured on the shared photos: cn wrong reads 5 -> 1 at the same
-                    // exact match (0.871). For US/EU plates the more confident look still wins:
-                    // there the rule cost 0.820 -> 0.775 (us) for 16 fewer wrong reads.
-                    (Some(a), Some(b))
-                        if a.plate != b.plate && (a.region.is_strict() || b.region.is_strict()) =>
-                    {
-                        tracing::trace!(first = %a.plate, second = %b.plate, "text line framings disagree; not read");
+                tracing::trace!(first = %reads[i].text, first_confidence = reads[i].confidence, second = %other.text, second_confidence = other.confidence, "text line framings");
+                match judge_framings(&reads[i], &other, &self.opts.regions) {
+                    Framing::First => {}
+                    Framing::Second => reads[i] = other,
+                    Framing::Neither => {
+                        tracing::debug!(first = %reads[i].text, second = %other.text, "two framings of a text line read different plates; not read");
+                        self.refused.looks_disagreed += 1;
                         reads[i] = TextRead::default();
                     }
-                    (first, Some(_))
-                        if first.is_none() || other.confidence > reads[i].confidence =>
-                    {
-                        reads[i] = other
-                    }
-                    _ => {}
                 }
             }
         }
@@ -181,6 +186,82 @@ impl PlateReader {
         }
         suppress_small_text_near_plates(out)
     }
+}
+
+/// The longest sides the text detector tries, in order, after the first pass (at `first`) gave
+/// no plate-like read ([`ReaderOptions::retries`] says whether it does): twice the first pass
+/// (small frames are scaled up: a 500 px photo's plate is found at 1920, not at 960), then
+/// `retry_max` when the frame is larger than that (a 12 MP photo's far plates need 2560). Both
+/// at most `retry_max`; none when it is not above `first`.
+fn retry_sides(first: u32, retry_max: u32, frame_side: u32) -> Vec<u32> {
+    if retry_max <= first {
+        return Vec::new();
+    }
+    let twice = (2 * first).min(retry_max);
+    let mut sides = vec![twice];
+    if retry_max > twice && frame_side > twice {
+        sides.push(retry_max);
+    }
+    sides
+}
+
+/// Which of two framings of one text line is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    First,
+    Second,
+    /// The two looks contradict each other about a VN or CN plate: neither is taken.
+    Neither,
+}
+
+/// Chooses between two reads of one text line, cut at the two [`TEXT_LINE_FRAMINGS`]. The more
+/// confident read that fits a grammar wins, except where a VN or CN plate is involved and the
+/// looks contradict each other:
+/// - both fit and read different plates: one of them is wrong and the confidences cannot tell
+///   which (a new-energy plate's repeated digit dropped is read as confidently as the plate).
+///   Measured on the shared photos: cn wrong reads 5 -> 1 at the same exact match (0.871);
+/// - one fits and the other's text differs from it inside the line, not only at its ends (what
+///   a tight or a loose cut does: [`cut_alike`]): the fitting read may have those characters
+///   wrong too (`苏E-D512` beside `苏ED05112` for `苏ED51712`).
+///
+/// For US/EU plates the more confident look still wins: there the first rule cost 0.820 ->
+/// 0.775 (us) for 16 fewer wrong reads.
+fn judge_framings(first: &TextRead, second: &TextRead, regions: &[Region]) -> Framing {
+    let plate = |t: &TextRead| classify(&t.text, regions);
+    match (plate(first), plate(second)) {
+        (Some(a), Some(b))
+            if a.plate != b.plate && (a.region.is_strict() || b.region.is_strict()) =>
+        {
+            Framing::Neither
+        }
+        (Some(a), None)
+            if a.region.is_strict() && !cut_alike(&a.plate, &grammar::normalise(&second.text)) =>
+        {
+            Framing::Neither
+        }
+        (None, Some(b))
+            if b.region.is_strict() && !cut_alike(&b.plate, &grammar::normalise(&first.text)) =>
+        {
+            Framing::Neither
+        }
+        (None, Some(_)) => Framing::Second,
+        (Some(_), Some(_)) if second.confidence > first.confidence => Framing::Second,
+        _ => Framing::First,
+    }
+}
+
+/// Whether two reads of one line differ only as a tighter or looser cut makes them differ:
+/// characters lost or gained at the ends (one read holds the other whole), or one end character
+/// garbled where the cut went through it (same length, only the first or last character
+/// differs). `沪A1707锁` and `沪A1707领` are alike; `青A00109D` and `青AD0109D`, or `皖E8U998` and
+/// `皖8U998`, are not: they differ inside the line.
+fn cut_alike(a: &str, b: &str) -> bool {
+    if a.contains(b) || b.contains(a) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a.get(i) != b.get(i)).collect();
+    a.len() == b.len() && differ.len() == 1 && (differ[0] == 0 || differ[0] == a.len() - 1)
 }
 
 /// A candidate text line: where it is and both readings.
@@ -352,5 +433,88 @@ mod tests {
             PlateRead::best(std::slice::from_ref(&phone)).unwrap().plate,
             phone.plate
         );
+    }
+
+    fn look(text: &str, confidence: f32) -> TextRead {
+        TextRead {
+            text: text.into(),
+            confidence,
+            min_char: confidence,
+        }
+    }
+
+    #[test]
+    fn framings_that_contradict_each_other_about_a_vn_or_cn_plate_give_no_read() {
+        let vn_cn = [Region::Vn, Region::Cn];
+        let judge =
+            |a: &str, ca: f32, b: &str, cb: f32| judge_framings(&look(a, ca), &look(b, cb), &vn_cn);
+        // Two plates: neither, however confident one of them is.
+        assert_eq!(judge("皖AD1989", 0.99, "皖AD19789", 0.80), Framing::Neither);
+        // One plate and text that differs from it inside the line: neither.
+        assert_eq!(judge("苏E-D512", 0.89, "苏ED05112", 0.88), Framing::Neither);
+        assert_eq!(judge("苏ED05112", 0.88, "苏E-D512", 0.89), Framing::Neither);
+        // One plate and the same characters cut short or long at an end: the plate.
+        assert_eq!(judge("苏ED517", 0.95, "苏ED51712", 0.90), Framing::Second);
+        assert_eq!(judge("51A12345", 0.90, "51A123456X", 0.95), Framing::First);
+        assert_eq!(judge("51A-123.45", 0.90, "", 0.0), Framing::First);
+        // The same plate twice: the more confident look.
+        assert_eq!(judge("51A12345", 0.90, "51A-123.45", 0.95), Framing::Second);
+        assert_eq!(judge("51A12345", 0.95, "51A-123.45", 0.90), Framing::First);
+        // No plate in either: the first look stands (it is not a plate anyway).
+        assert_eq!(judge("HELLO", 0.9, "HELL0", 0.95), Framing::First);
+    }
+
+    #[test]
+    fn for_us_plates_the_more_confident_look_that_fits_still_wins() {
+        let us = [Region::Us];
+        let judge =
+            |a: &str, ca: f32, b: &str, cb: f32| judge_framings(&look(a, ca), &look(b, cb), &us);
+        assert_eq!(judge("7ABC123", 0.80, "7ABC128", 0.90), Framing::Second);
+        assert_eq!(judge("7ABC123", 0.90, "7ABC128", 0.80), Framing::First);
+        assert_eq!(judge("7-", 0.99, "7ABC128", 0.80), Framing::Second);
+    }
+
+    #[test]
+    fn the_retry_goes_to_twice_the_first_pass_then_further_for_large_frames() {
+        assert_eq!(retry_sides(960, 0, 4032), Vec::<u32>::new());
+        assert_eq!(retry_sides(960, 2560, 4032), [1920, 2560]);
+        assert_eq!(retry_sides(960, 2560, 1920), [1920]);
+        assert_eq!(retry_sides(960, 2560, 960), [1920]);
+        assert_eq!(retry_sides(960, 2560, 1921), [1920, 2560]);
+        assert_eq!(retry_sides(960, 2560, 3840), [1920, 2560]);
+        assert_eq!(retry_sides(960, 2560, 500), [1920]);
+        assert_eq!(retry_sides(960, 1600, 4032), [1600]);
+        assert_eq!(retry_sides(1280, 2560, 4032), [2560]);
+        assert_eq!(retry_sides(2560, 2560, 4032), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn camera_sized_frames_are_looked_at_again_only_when_asked() {
+        let opts = ReaderOptions::default();
+        assert!(!opts.retries(1920) && !opts.retries(1280) && !opts.retries(961));
+        assert!(opts.retries(960) && opts.retries(500) && opts.retries(1921) && opts.retries(4032));
+        let asked = ReaderOptions {
+            retry_camera_sized: true,
+            ..ReaderOptions::default()
+        };
+        assert!(asked.retries(1920) && asked.retries(4032));
+        let off = ReaderOptions {
+            retry_max_side: 0,
+            ..asked
+        };
+        assert!(!off.retries(500) && !off.retries(4032));
+    }
+
+    #[test]
+    fn reads_cut_tighter_or_looser_are_alike_and_reads_that_differ_inside_are_not() {
+        assert!(cut_alike("沪A1707领", "沪A1707锁"));
+        assert!(cut_alike("51A12345", "51A123456X"));
+        assert!(cut_alike("51A12345", "1A1234"));
+        assert!(cut_alike("X1A12345", "51A12345"));
+        assert!(cut_alike("51A12345", ""));
+        assert!(!cut_alike("青A00109D", "青AD0109D"));
+        assert!(!cut_alike("苏ED05112", "苏ED512"));
+        assert!(!cut_alike("皖E8U998", "皖8U998"));
+        assert!(!cut_alike("51A12345", "5A123456"));
     }
 }
