@@ -9,16 +9,49 @@ use crate::common;
 use gatewatch::models::{self, ModelSet};
 use gatewatch::plate::grammar::Region;
 use gatewatch::plate::reader::{PlateReader, ReaderOptions};
-use gatewatch::tooling::eval::{evaluate, load_dataset, summarise};
+use gatewatch::tooling::eval::{evaluate, load_dataset, summarise, Summary};
+
+/// The shared plate photos' folder, or `None` (the test then skips, saying why) when they or the
+/// model set's files are absent.
+fn plates_dir(set: ModelSet) -> Option<std::path::PathBuf> {
+    let base = common::shared_dir("data/plates")?;
+    if set == ModelSet::FastAlpr && common::shared_dir("models/fast-alpr").is_none() {
+        return None;
+    }
+    Some(base)
+}
+
+/// Reads every photo of `folder` with `set` and `opts`, prints the summary line and checks its
+/// exact match against `floor`.
+fn read_folder(
+    set: ModelSet,
+    folder: &std::path::Path,
+    opts: ReaderOptions,
+    floor: f64,
+) -> Summary {
+    let mut reader = PlateReader::load(set, &models::model_dir(None), None, opts).unwrap();
+    let samples = load_dataset(folder).unwrap();
+    let outcomes = evaluate(&mut reader, &samples, |_, _| {}).unwrap();
+    let s = summarise(&outcomes, set.as_str(), 1);
+    let name = folder.file_name().unwrap().to_string_lossy();
+    println!(
+        "accuracy {name} {}: {}",
+        set.as_str(),
+        serde_json::to_string(&s).unwrap()
+    );
+    assert!(
+        s.exact_match >= floor,
+        "{name} {}: exact match {} below {floor}",
+        set.as_str(),
+        s.exact_match
+    );
+    s
+}
 
 fn eval_set(set: ModelSet, retry_max_side: u32, floors: [f64; 2]) {
-    let Some(base) = common::shared_dir("data/plates") else {
+    let Some(base) = plates_dir(set) else {
         return;
     };
-    if set == ModelSet::FastAlpr && common::shared_dir("models/fast-alpr").is_none() {
-        return;
-    }
-    let dir = models::model_dir(None);
     for ((region, grammar), floor) in [("us", Region::Us), ("eu", Region::Eu)]
         .into_iter()
         .zip(floors)
@@ -31,22 +64,8 @@ fn eval_set(set: ModelSet, retry_max_side: u32, floors: [f64; 2]) {
             retry_camera_sized: true,
             ..ReaderOptions::default()
         };
-        let mut reader = PlateReader::load(set, &dir, None, opts).unwrap();
-        let samples = load_dataset(&base.join(region)).unwrap();
-        let outcomes = evaluate(&mut reader, &samples, |_, _| {}).unwrap();
-        let s = summarise(&outcomes, set.as_str(), 1);
-        println!(
-            "accuracy {region} {}: {}",
-            set.as_str(),
-            serde_json::to_string(&s).unwrap()
-        );
+        let s = read_folder(set, &base.join(region), opts, floor);
         assert!(s.images > 100);
-        assert!(
-            s.exact_match >= floor,
-            "{region} {}: exact match {} below {floor}",
-            set.as_str(),
-            s.exact_match
-        );
     }
 }
 
@@ -67,35 +86,17 @@ fn fast_alpr_model_set_on_shared_plates() {
 /// misreads three Chinese provinces or HK digits confidently and alike at both looks): the
 /// test holds the line, it does not bless them.
 fn eval_cn_vn(set: ModelSet, floors: [f64; 2], near_label_wrong: [usize; 2]) {
-    let Some(base) = common::shared_dir("data/plates") else {
+    let Some(base) = plates_dir(set) else {
         return;
     };
-    if set == ModelSet::FastAlpr && common::shared_dir("models/fast-alpr").is_none() {
-        return;
-    }
-    let dir = models::model_dir(None);
     for ((folder, floor), allowed) in ["cn", "vn"].into_iter().zip(floors).zip(near_label_wrong) {
-        let mut reader = PlateReader::load(set, &dir, None, ReaderOptions::default()).unwrap();
-        let samples = load_dataset(&base.join(folder)).unwrap();
-        let outcomes = evaluate(&mut reader, &samples, |_, _| {}).unwrap();
-        let s = summarise(&outcomes, set.as_str(), 1);
-        println!(
-            "accuracy {folder} {}: {}",
-            set.as_str(),
-            serde_json::to_string(&s).unwrap()
-        );
+        let s = read_folder(set, &base.join(folder), ReaderOptions::default(), floor);
         assert!(s.plates > 70);
         let near_label = s.wrong - s.wrong_elsewhere;
         assert!(
             near_label <= allowed,
             "{folder} {}: {near_label} wrong reads next to a labelled plate, {allowed} allowed",
             set.as_str()
-        );
-        assert!(
-            s.exact_match >= floor,
-            "{folder} {}: exact match {} below {floor}",
-            set.as_str(),
-            s.exact_match
         );
     }
 }
