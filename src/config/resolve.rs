@@ -116,6 +116,7 @@ impl Config {
 
     /// The plate reader options in force.
     pub fn reader_options(&self) -> ReaderOptions {
+        let (retry_max_side, retry_camera_sized) = self.plates.retry();
         ReaderOptions {
             regions: self
                 .plates
@@ -125,8 +126,8 @@ impl Config {
                 .collect(),
             min_confidence: self.plates.min_confidence,
             detector_max_side: self.plates.detector_max_side,
-            retry_max_side: self.plates.retry().0,
-            retry_camera_sized: self.plates.retry().1,
+            retry_max_side,
+            retry_camera_sized,
             threads: self.runtime.threads,
             ..ReaderOptions::default()
         }
