@@ -47,6 +47,16 @@ impl BBox {
         inter / (self.w * self.h + o.w * o.h - inter)
     }
 
+    /// The box's centre point.
+    pub fn centre(&self) -> (f32, f32) {
+        (self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+
+    /// Whether the point lies in the box (edges included).
+    pub fn contains(&self, (x, y): (f32, f32)) -> bool {
+        x >= self.x && x <= self.x + self.w && y >= self.y && y <= self.y + self.h
+    }
+
     /// The smallest box holding both.
     pub fn union(&self, o: &BBox) -> BBox {
         let x = self.x.min(o.x);
@@ -331,6 +341,9 @@ mod tests {
                 h: 10.0
             }
         );
+        assert_eq!(b.centre(), (10.0, 5.0));
+        assert!(a.contains((10.0, 10.0)) && a.contains((0.0, 3.0)));
+        assert!(!a.contains((10.5, 5.0)) && !a.contains((5.0, -0.1)));
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub struct Refusals {
     /// Chinese reads whose layout contradicts the plate's background colour (a seven-character
     /// read of a green new-energy plate): a character was lost or gained.
     pub colour: u64,
-    /// Plates that two looks (framings of one text line or plate box) read differently: one of
+    /// Plates that two looks (two framings of one text line) read differently: one of
     /// them is wrong and the confidences cannot tell which.
     pub looks_disagreed: u64,
 }
@@ -152,6 +152,9 @@ pub struct PlateReader {
     cjk: TextRecogniser,
     /// A second Latin recogniser asked when the first is unsure (fast-alpr set: PP-OCRv6).
     second_opinion: Option<TextRecogniser>,
+    /// PP-OCR's text detector run around a plate box to find its lines (fast-alpr set, where
+    /// Chinese plates are configured): see `read_plate_boxes`.
+    box_lines: Option<TextDetector>,
     /// Plate boxes of the last frame whose text could not be read confidently.
     unread: Vec<BBox>,
     /// Plate reads refused since loading, by reason.
@@ -201,12 +204,20 @@ impl PlateReader {
             ModelSet::FastAlpr => Some(TextRecogniser::new(open("ppocr_v6_rec_small.onnx")?)?),
             _ => None,
         };
+        let box_lines = match set {
+            ModelSet::FastAlpr if opts.regions.contains(&Region::Cn) => Some(TextDetector::new(
+                open("ppocr_v4_det.onnx")?,
+                opts.detector_max_side,
+            )),
+            _ => None,
+        };
         Ok(Self {
             set,
             detector,
             latin,
             cjk,
             second_opinion,
+            box_lines,
             unread: Vec::new(),
             refused: Refusals::default(),
             opts,

@@ -7,7 +7,7 @@ use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 
 use super::{Detector, LatinRecogniser, PlateRead, PlateReader, SECOND_OPINION_BELOW};
-use crate::plate::grammar::{self, Region};
+use crate::plate::grammar::Region;
 use crate::plate::text_rec::{TextRead, TextRecogniser};
 use crate::vision::{self, BBox};
 
@@ -39,9 +39,7 @@ impl PlateReader {
             Some(LatinRecogniser::Cct(r)) => r.recognise_voted(&crops, views.len())?,
             _ => unreachable!("fast-alpr set always has CCT"),
         };
-        // PP-OCR reads the detector's own box: measured on the shared cn photos, the CJK
-        // pass read 0.765 of the plates from it, 0.741 from the 4 %/8 % framing and
-        // 0.682 from the 8 %/16 % one.
+        let all_boxes: Vec<BBox> = boxes.iter().map(|b| b.bbox).collect();
         let exact_crops = crops.iter().step_by(views.len());
         for (i, ((b, crop), read)) in boxes.iter().zip(exact_crops).zip(latin).enumerate() {
             tracing::trace!(text = %read.text, confidence = read.confidence, score = b.score, bbox = ?b.bbox, "plate box");
@@ -66,16 +64,16 @@ impl PlateReader {
                 .as_ref()
                 .is_some_and(|r| r.region == Region::Vn && r.confidence >= SECOND_OPINION_BELOW);
             if self.opts.regions.contains(&Region::Cn) && !sure_vn {
-                let second_look = &crops[i * views.len() + 1];
-                match self.read_chinese(crop, second_look, b.bbox)? {
-                    ChineseRead::Plate(r) => best = Some(r),
-                    // Two looks, two provinces or plates: neither is published, and
-                    // the Latin read (which has no province) is not a fallback.
-                    ChineseRead::Contested => {
-                        self.refused.looks_disagreed += 1;
-                        best = None
-                    }
-                    ChineseRead::None => {}
+                let refused_before = self.refused.looks_disagreed;
+                let chinese = self.read_chinese(frame, i, &all_boxes)?;
+                if !chinese.is_empty() {
+                    out.extend(chinese);
+                    continue;
+                }
+                if self.refused.looks_disagreed > refused_before {
+                    // Two framings of a line here read different plates: the Latin read,
+                    // which has no province character, is not a fallback.
+                    best = None;
                 }
             }
             match best {
@@ -104,43 +102,35 @@ impl PlateReader {
         Ok(out)
     }
 
-    /// A Chinese plate from a plate box, read with PP-OCRv4 at the detector's box and again at a
-    /// slightly wider framing. The province character is what PP-OCR misreads most (as the
-    /// province commonest in its training data, confidently), and it rarely misreads it the same
-    /// way twice: two looks that find different plates are [`ChineseRead::Contested`]. One look
-    /// suffices when the other finds nothing (measured on the shared cn photos: demanding both
-    /// took the fast-alpr set from 0.741 to 0.600 and removed one wrong read of six).
-    fn read_chinese(&mut self, crop: &Mat, second: &Mat, bbox: BBox) -> Result<ChineseRead> {
-        let mut looks = Vec::with_capacity(2);
-        for framing in [crop, second] {
-            let reads = read_plate_rows(&mut self.cjk, framing)?;
-            for c in &reads {
-                tracing::trace!(text = %c.text, confidence = c.confidence, "plate box, CJK reading");
+    /// The Chinese plates in plate box `i` of `boxes`: PP-OCR's text detector finds the lines
+    /// of the box's neighbourhood ([`read_around`](PlateReader::read_around)) and the text-detector set's line
+    /// reading takes over (two framings per line, two-line plates assembled, looks that
+    /// disagree refused). Kept are the Chinese reads centred in the box that overlap it more
+    /// than any other box: the neighbourhood of a cross-border vehicle's box holds its other
+    /// plate too, and one box may hold both (`粤ZJ541澳` over `MP6178`).
+    ///
+    /// Measured on the shared cn photos: reading the detector's box itself (two framings,
+    /// one-line and two-row readings) gave 0.741 with 3 wrong reads next to a label, the
+    /// province character misread (`皖EVL838` for `闽EVL838`) or a character lost at the
+    /// box's edge; reading the lines found around it 0.918 with none.
+    fn read_chinese(&mut self, frame: &Mat, i: usize, boxes: &[BBox]) -> Result<Vec<PlateRead>> {
+        let bbox = boxes[i];
+        let mut out: Vec<PlateRead> = Vec::new();
+        for r in self.read_around(frame, bbox)? {
+            let overlap = r.bbox.iou(&bbox);
+            let centred = bbox.contains(r.bbox.centre());
+            let nearest = boxes.iter().all(|o| o.iou(&r.bbox) <= overlap);
+            tracing::trace!(plate = %r.plate, confidence = r.confidence, overlap, centred, nearest, "plate box, line around it");
+            if r.region == Region::Cn
+                && centred
+                && nearest
+                && out.iter().all(|o| o.plate != r.plate)
+            {
+                out.push(r);
             }
-            let with_province: Vec<TextRead> = reads
-                .into_iter()
-                .filter(|c| grammar::has_cn_province(&c.text))
-                .collect();
-            looks.push(self.accept_most_confident(&with_province, bbox));
         }
-        let second = looks.pop().flatten();
-        let first = looks.pop().flatten();
-        Ok(match (first, second) {
-            (Some(a), Some(b)) if a.plate != b.plate => ChineseRead::Contested,
-            (Some(a), Some(b)) => {
-                ChineseRead::Plate(if b.confidence > a.confidence { b } else { a })
-            }
-            (Some(r), None) | (None, Some(r)) => ChineseRead::Plate(r),
-            (None, None) => ChineseRead::None,
-        })
+        Ok(out)
     }
-}
-
-/// What the CJK pass made of a plate box.
-enum ChineseRead {
-    Plate(PlateRead),
-    Contested,
-    None,
 }
 
 /// The framings of a detected plate box that are read and voted over: (horizontal, vertical)
