@@ -109,6 +109,9 @@ pub fn run(cmd: &BenchCmd) -> Result<ExitCode> {
         append_us.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     let produced_s = start.elapsed().as_secs_f64();
+    // Said on stderr (stdout carries only the figures) so a caller can act once every event is
+    // in the outbox, however long producing took on its machine.
+    tracing::info!(events = n, rejected, "all events produced");
     let stats = delivery.outbox_stats();
     let deadline = Instant::now() + Duration::from_secs(*wait_s);
     while stats.depth.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {

@@ -18,6 +18,10 @@ fn bench_config(dir: &std::path::Path, port: u16, outbox: &str) -> std::path::Pa
 }
 
 fn bench(cfg: &std::path::Path, events: u64, rate: f64) -> Child {
+    bench_logging(cfg, events, rate, Stdio::null())
+}
+
+fn bench_logging(cfg: &std::path::Path, events: u64, rate: f64, stderr: Stdio) -> Child {
     gatewatch()
         .args([
             "bench",
@@ -32,9 +36,34 @@ fn bench(cfg: &std::path::Path, events: u64, rate: f64) -> Child {
         ])
         .arg(cfg)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
+}
+
+/// Waits (up to `timeout`) until `bench delivery` says that it produced every event; its
+/// stderr must be piped.
+fn wait_all_produced(child: &mut Child, timeout: Duration) -> bool {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("all events produced") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).is_ok()
+}
+
+/// Waits (up to a minute) until the subscriber has events: the producer is running and
+/// delivering, however long it took to start on this machine.
+fn wait_first_events(sub: &Subscriber) {
+    assert!(
+        sub.wait_until(Duration::from_secs(60), |m| !seqs(m).0.is_empty()),
+        "no event arrived within a minute of starting the producer"
+    );
 }
 
 fn summary(child: Child) -> serde_json::Value {
@@ -74,7 +103,7 @@ fn outage_loses_nothing(protocol: &str) {
     std::fs::write(&cfg, text).unwrap();
     let n = 300;
     let child = bench(&cfg, n, 20.0); // 15 s of events
-    std::thread::sleep(Duration::from_secs(2));
+    wait_first_events(&sub);
     broker.stop();
     let outage = Instant::now();
     std::thread::sleep(Duration::from_secs(10));
@@ -134,8 +163,9 @@ fn sigkill_mid_stream_loses_nothing_and_seq_continues() {
     let cfg = bench_config(dir.path(), broker.port, "");
     let mut first = bench(&cfg, 1000, 200.0);
     // Some events are delivered, then the uplink goes and a backlog builds up in the outbox,
-    // then the process is killed without any chance to clean up.
-    std::thread::sleep(Duration::from_millis(700));
+    // then the process is killed without any chance to clean up. Events are paced by the clock,
+    // so the second the broker is down holds some whatever the machine's speed.
+    wait_first_events(&sub);
     broker.stop();
     std::thread::sleep(Duration::from_millis(1000));
     first.kill().unwrap(); // SIGKILL
@@ -186,10 +216,13 @@ fn full_outbox_applies_the_policy_counts_the_loss_and_shows_it_in_status() {
             broker.port,
             &format!("[outbox]\nmax_bytes = 65536\npolicy = \"{policy}\""),
         );
-        let child = bench(&cfg, 500, 0.0);
-        // However long producing takes on this machine, the final count is in a status: the
-        // offline status at the end carries the outbox counters.
-        std::thread::sleep(Duration::from_secs(3));
+        let mut child = bench_logging(&cfg, 500, 0.0, Stdio::piped());
+        // The broker comes back once every event met the full outbox, however long producing
+        // takes on this machine; the final count is in a status.
+        assert!(
+            wait_all_produced(&mut child, Duration::from_secs(120)),
+            "{policy}: the producer did not finish within two minutes"
+        );
         broker.restart();
         let sub = Subscriber::start(broker.port, "gatewatch/#");
         let s = summary(child);
