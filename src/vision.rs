@@ -146,15 +146,20 @@ pub fn warp_quad(frame: &Mat, quad: &[Point2f; 4]) -> Result<Mat> {
     Ok(out)
 }
 
-/// The part of `frame` inside `b` grown by `pad_x` and `pad_y` (fractions of the box's width and
-/// height on each side), clamped to the frame; copied (a plate crop is a few kilobytes).
-pub fn crop_padded(frame: &Mat, b: &BBox, pad_x: f32, pad_y: f32) -> Result<Mat> {
+/// The pixels of `frame` inside `b` grown by `pad_x` and `pad_y` (fractions of the box's width and
+/// height on each side), clamped to the frame.
+pub fn padded_rect(frame: &Mat, b: &BBox, pad_x: f32, pad_y: f32) -> Rect {
     let (fw, fh) = (frame.cols() as f32, frame.rows() as f32);
     let x0 = (b.x - b.w * pad_x).clamp(0.0, fw - 1.0);
     let y0 = (b.y - b.h * pad_y).clamp(0.0, fh - 1.0);
     let x1 = (b.x + b.w * (1.0 + pad_x)).clamp(x0 + 1.0, fw);
     let y1 = (b.y + b.h * (1.0 + pad_y)).clamp(y0 + 1.0, fh);
-    let r = Rect::new(x0 as i32, y0 as i32, (x1 - x0) as i32, (y1 - y0) as i32);
+    Rect::new(x0 as i32, y0 as i32, (x1 - x0) as i32, (y1 - y0) as i32)
+}
+
+/// The part of `frame` in [`padded_rect`]; copied (a plate crop is a few kilobytes).
+pub fn crop_padded(frame: &Mat, b: &BBox, pad_x: f32, pad_y: f32) -> Result<Mat> {
+    let r = padded_rect(frame, b, pad_x, pad_y);
     Ok(Mat::roi(frame, r)?.try_clone()?)
 }
 
@@ -344,6 +349,23 @@ mod tests {
         assert_eq!(b.centre(), (10.0, 5.0));
         assert!(a.contains((10.0, 10.0)) && a.contains((0.0, 3.0)));
         assert!(!a.contains((10.5, 5.0)) && !a.contains((5.0, -0.1)));
+    }
+
+    #[test]
+    fn a_padded_box_is_clamped_to_the_frame_and_its_crop_is_that_rect() {
+        use opencv::core::{Scalar, CV_8UC3};
+        let frame = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let b = |x, y, w, h| BBox { x, y, w, h };
+        // Inside: grown by half the width each side and the height above and below.
+        let r = padded_rect(&frame, &b(80.0, 40.0, 20.0, 10.0), 0.5, 1.0);
+        assert_eq!((r.x, r.y, r.width, r.height), (70, 30, 40, 30));
+        // At the corner: cut at the frame's edges, never empty.
+        let r = padded_rect(&frame, &b(190.0, -5.0, 30.0, 10.0), 0.5, 1.0);
+        assert_eq!((r.x, r.y, r.width, r.height), (175, 0, 25, 15));
+        let r = padded_rect(&frame, &b(500.0, 500.0, 10.0, 10.0), 0.0, 0.0);
+        assert_eq!((r.x, r.y, r.width, r.height), (199, 99, 1, 1));
+        let crop = crop_padded(&frame, &b(80.0, 40.0, 20.0, 10.0), 0.5, 1.0).unwrap();
+        assert_eq!((crop.cols(), crop.rows()), (40, 30));
     }
 
     #[test]

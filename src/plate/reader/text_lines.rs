@@ -69,14 +69,12 @@ impl PlateReader {
     /// frame coordinates.
     pub(super) fn read_around(&mut self, frame: &Mat, bbox: BBox) -> Result<Vec<PlateRead>> {
         let (pad_x, pad_y, max_side) = NEIGHBOURHOOD;
-        let around = vision::crop_padded(frame, &bbox, pad_x, pad_y)?;
-        // Where `crop_padded` put the crop's origin, to move the lines back into the frame.
-        let x0 = (bbox.x - bbox.w * pad_x).clamp(0.0, frame.cols() as f32 - 1.0);
-        let y0 = (bbox.y - bbox.h * pad_y).clamp(0.0, frame.rows() as f32 - 1.0);
+        let rect = vision::padded_rect(frame, &bbox, pad_x, pad_y);
+        let around = Mat::roi(frame, rect)?.try_clone()?;
         let (mut reads, _) = self.read_text_lines(&around, max_side)?;
         for r in &mut reads {
-            r.bbox.x += x0;
-            r.bbox.y += y0;
+            r.bbox.x += rect.x as f32;
+            r.bbox.y += rect.y as f32;
         }
         Ok(reads)
     }
