@@ -182,18 +182,21 @@ impl PlateReader {
             }
             return Ok(latin);
         }
-        let cjk = self.cjk.recognise(crops)?;
-        Ok(cjk
-            .into_iter()
-            .zip(latin)
-            .map(|(c, l)| {
-                if grammar::has_cn_province(&c.text) {
-                    c
-                } else {
-                    l
-                }
-            })
-            .collect())
+        // The CJK recogniser is asked only about lines that may hold a province character.
+        let ask: Vec<usize> = (0..latin.len())
+            .filter(|&i| !holds_no_province(&latin[i]))
+            .collect();
+        let asked: Vec<Mat> = ask
+            .iter()
+            .map(|&i| crops[i].try_clone())
+            .collect::<opencv::Result<_>>()?;
+        let mut reads = latin;
+        for (&i, c) in ask.iter().zip(self.cjk.recognise(&asked)?) {
+            if grammar::has_cn_province(&c.text) {
+                reads[i] = c;
+            }
+        }
+        Ok(reads)
     }
 
     /// Pairs stacked lines into two-line plates, then accepts single lines.
@@ -236,6 +239,21 @@ impl PlateReader {
         }
         suppress_small_text_near_plates(out)
     }
+}
+
+/// Whether the Latin recogniser's read of a line shows that the line holds no Chinese province
+/// character, so the CJK recogniser need not read it: a confident civil VN plate, which starts
+/// with two digits (a Chinese plate without its province character starts with a letter). Not
+/// every VN plate: a new-energy plate whose province was dropped (`AD11166`) fits the VN
+/// military series; taking those lost two Chinese plates of the shared cn photos (0.906 ->
+/// 0.882). Lines read as digits alone are asked too: a plate whose province and letter were
+/// dropped reads so.
+fn holds_no_province(latin: &TextRead) -> bool {
+    let n = grammar::normalise(&latin.text);
+    let two_digits_first = n.chars().take(2).filter(char::is_ascii_digit).count() == 2;
+    two_digits_first
+        && latin.confidence >= SECOND_OPINION_BELOW
+        && classify(&latin.text, &[Region::Vn]).is_some_and(|m| m.region == Region::Vn)
 }
 
 /// The longest sides the text detector tries, in order, after the first pass (at `first`) gave
@@ -410,6 +428,34 @@ fn stacked(upper: &BBox, lower: &BBox) -> bool {
 mod tests {
     use super::*;
     use crate::plate::reader::tests::read;
+
+    #[test]
+    fn only_lines_that_may_hold_a_province_go_to_the_cjk_recogniser() {
+        let line = |text: &str, confidence: f32| TextRead {
+            text: text.into(),
+            confidence,
+            min_char: confidence,
+        };
+        // A confident VN plate: no province character there.
+        for (text, c) in [("51A-123.45", 0.99), ("30H-753.40", 0.96)] {
+            assert!(holds_no_province(&line(text, c)), "{text}");
+        }
+        // An unsure VN read, digits alone (a plate whose province and letter were dropped), a
+        // Chinese plate without (or with) its province, the upper row of a two-row plate, a
+        // word, nothing read: the CJK recogniser is asked.
+        for (text, c) in [
+            ("51A-123.45", 0.9),
+            ("12345", 0.99),
+            ("AD11166", 0.99),
+            ("B12345", 0.99),
+            ("粤B12345", 0.99),
+            ("29-C1", 0.99),
+            ("TRUCK", 0.99),
+            ("", 0.0),
+        ] {
+            assert!(!holds_no_province(&line(text, c)), "{text}");
+        }
+    }
 
     #[test]
     fn pieces_of_a_plate_are_short_digit_runs() {
