@@ -61,6 +61,19 @@ impl TextRecogniser {
         self.classes.len()
     }
 
+    /// Reads the crops at `which` (ascending indices into `crops`), in that order; the crops are
+    /// copied only when not all of them are asked about.
+    pub fn recognise_some(&mut self, crops: &[Mat], which: &[usize]) -> Result<Vec<TextRead>> {
+        if which.len() == crops.len() {
+            return self.recognise(crops);
+        }
+        let some: Vec<Mat> = which
+            .iter()
+            .map(|&i| crops[i].try_clone())
+            .collect::<opencv::Result<_>>()?;
+        self.recognise(&some)
+    }
+
     /// Reads each BGR crop; one batched model call.
     pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
         if crops.is_empty() {
