@@ -28,6 +28,8 @@ pub struct PipelineStats {
     pub frames: AtomicU64,
     /// Frames the plate models ran on.
     pub inferred: AtomicU64,
+    /// Of those, frames they ran on only the part of the lane that moved.
+    pub inferred_part: AtomicU64,
     /// Frames the motion gate found still: the previous reads were reused.
     pub still: AtomicU64,
     pub reads: AtomicU64,
@@ -51,6 +53,7 @@ impl PipelineStats {
         serde_json::json!({
             "frames": n(&self.frames),
             "inferred": n(&self.inferred),
+            "inferred_part": n(&self.inferred_part),
             "still": n(&self.still),
             "reads": n(&self.reads),
             "passages": n(&self.passages),
@@ -186,7 +189,13 @@ fn run(mut p: PipelineParts) {
         }
     });
     let mut side: Vec<SideStage> = qr.into_iter().chain(p.face.take()).collect();
-    let mut lane = PlateLane::new(p.view.clone(), p.motion.clone(), p.tracker.clone());
+    let reads_parts = p.reader.lock().expect("reader lock").reads_parts();
+    let mut lane = PlateLane::new(
+        p.view.clone(),
+        p.motion.clone(),
+        p.tracker.clone(),
+        reads_parts,
+    );
     // Maps stream time to wall time for the passage's first_seen.
     let mut clock = StreamClock::new();
     let mut frame_size = (1.0, 1.0);
@@ -220,12 +229,12 @@ fn run(mut p: PipelineParts) {
                 frame.image.rows().max(1) as f64,
             );
         }
-        let mut read = |image: &opencv::core::Mat| {
+        let mut read = |image: &opencv::core::Mat, part: Option<opencv::core::Rect>| {
             let mut reader = p.reader.lock().expect("reader lock");
             // The reader's count is cumulative and may be shared with other cameras: this
             // frame's part is what it added under the lock.
             let before = reader.refused();
-            let reads = reader.read(image)?;
+            let reads = reader.read_part(image, part)?;
             let refused = reader.refused() - before;
             p.stats
                 .colour_refused
@@ -249,6 +258,10 @@ fn run(mut p: PipelineParts) {
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
         if done.inferred {
             p.stats.inferred.fetch_add(1, Ordering::Relaxed);
+            if let Some(part) = done.part {
+                p.stats.inferred_part.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(camera = %p.camera, t = frame.t, x = part.x, y = part.y, w = part.width, h = part.height, "read the part of the lane that moved");
+            }
         } else {
             p.stats.still.fetch_add(1, Ordering::Relaxed);
         }

@@ -54,6 +54,9 @@ pub struct PipelineBenchArgs {
     /// Read every frame (motion gating off).
     #[arg(long)]
     pub no_motion_gate: bool,
+    /// Read the whole lane whenever anything moved (`[camera.motion] part_reads = false`).
+    #[arg(long)]
+    pub no_part_reads: bool,
     /// Faces too: every camera's face stage on (`[camera.face]` of the config, else its
     /// defaults), the demo's two drivers shown in the rendered clip and the first enrolled into a
     /// scratch gallery; face events are checked against who was shown.
@@ -345,6 +348,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
                 .then(|| template.face.clone().unwrap_or_default());
             c.yard = None;
             c.motion.enabled = c.motion.enabled && !args.no_motion_gate;
+            c.motion.part_reads = c.motion.part_reads && !args.no_part_reads;
             c
         })
         .collect();
@@ -369,6 +373,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
 
     let mut per_camera = serde_json::Map::new();
     let mut total = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut inferred_part = 0u64;
     let mut face_scanned = 0u64;
     for (id, lane) in app.lanes.iter() {
         let (h, s) = (&lane.health, &lane.stats);
@@ -376,6 +381,8 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
         let processed = s.frames.load(Ordering::Relaxed);
         let inferred = s.inferred.load(Ordering::Relaxed);
         let still = s.still.load(Ordering::Relaxed);
+        let part = s.inferred_part.load(Ordering::Relaxed);
+        inferred_part += part;
         let passages = s.passages.load(Ordering::Relaxed);
         total.0 += offered;
         total.1 += processed;
@@ -383,7 +390,7 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
         total.3 += still;
         total.4 += passages;
         let mut camera = serde_json::json!({"source_frames": offered, "processed": processed,
-            "inferred": inferred, "still": still, "passages": passages});
+            "inferred": inferred, "inferred_part": part, "still": still, "passages": passages});
         if let Some(f) = &lane.face_stats {
             face_scanned += f.scanned.load(Ordering::Relaxed);
             camera["face"] = f.snapshot();
@@ -412,10 +419,12 @@ fn bench(args: &PipelineBenchArgs, scratch: &Path) -> Result<ExitCode> {
         "cameras": args.cameras, "model_copies": n_readers,
         "models": cfg.models.set.as_str(),
         "motion_gate": cameras[0].motion.enabled,
+        "part_reads": cameras[0].motion.enabled && cameras[0].motion.part_reads,
         "seconds": r1(wall),
         "processed_fps_per_camera": r1(total.1 as f64 / wall / cams),
         "inferred_fps_per_camera": r1(total.2 as f64 / wall / cams),
         "frames_processed_share": if total.0 > 0 { ((total.1 as f64 / total.0 as f64) * 1000.0).round() / 1000.0 } else { 0.0 },
+        "part_share": if total.2 > 0 { ((inferred_part as f64 / total.2 as f64) * 1000.0).round() / 1000.0 } else { 0.0 },
         "still_share": if total.1 > 0 { ((total.3 as f64 / total.1 as f64) * 1000.0).round() / 1000.0 } else { 0.0 },
         "passages": total.4,
         "cpu_percent": (cpu / wall * 100.0).round(),

@@ -55,19 +55,26 @@ impl TextDetector {
         self.max_side = max_side;
     }
 
-    /// The model input size for a frame of `w`×`h`.
-    pub fn input_size(&self, w: i32, h: i32) -> (i32, i32) {
-        let (wf, hf) = (w as f32, h as f32);
+    /// The factor a frame of `w`×`h` is scaled by when its longest side may be at most
+    /// `max_side` (before the sides are rounded to multiples of 32).
+    pub fn scale(w: i32, h: i32, max_side: u32) -> f32 {
+        let (wf, hf) = (w.max(1) as f32, h.max(1) as f32);
         let mut ratio = if wf.min(hf) < MIN_SHORT_SIDE {
             MIN_SHORT_SIDE / wf.min(hf)
         } else {
             1.0
         };
-        if wf.max(hf) * ratio > self.max_side as f32 {
-            ratio = self.max_side as f32 / wf.max(hf);
+        if wf.max(hf) * ratio > max_side as f32 {
+            ratio = max_side as f32 / wf.max(hf);
         }
+        ratio
+    }
+
+    /// The model input size for a frame of `w`×`h`.
+    pub fn input_size(&self, w: i32, h: i32) -> (i32, i32) {
+        let ratio = Self::scale(w, h, self.max_side);
         let round32 = |v: f32| (((v / 32.0).round() as i32) * 32).max(32);
-        (round32(wf * ratio), round32(hf * ratio))
+        (round32(w as f32 * ratio), round32(h as f32 * ratio))
     }
 
     /// Resizes and normalises a BGR frame into the reused input buffer; returns the input size.

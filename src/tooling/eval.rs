@@ -11,7 +11,7 @@
 //! (`wrong`): a published wrong plate is what costs a site an investigation.
 
 use anyhow::{Context, Result};
-use opencv::core::{Mat, Scalar};
+use opencv::core::{Mat, Rect, Scalar};
 use opencv::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -246,6 +246,7 @@ pub fn evaluate_as_run(
         LaneViewConfig::default(),
         opts.motion.clone(),
         opts.tracker.clone(),
+        reader.reads_parts(),
     );
     let step = 1.0 / opts.fps;
     let shown = (opts.show_s * opts.fps).round().max(1.0) as usize;
@@ -265,8 +266,8 @@ pub fn evaluate_as_run(
         let mut published = Vec::new();
         for k in 0..shown + gap {
             let frame = if k < shown { &img } else { &road };
-            let mut read = |lane_image: &Mat| {
-                let reads = reader.read(lane_image)?;
+            let mut read = |lane_image: &Mat, part: Option<Rect>| {
+                let reads = reader.read_part(lane_image, part)?;
                 Ok((reads, reader.unread().to_vec()))
             };
             let done = lane.on_frame(frame, t, &mut read)?;

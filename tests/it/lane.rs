@@ -1,6 +1,6 @@
 //! A camera's lane settings on the real product: the region of interest and the minimum plate
-//! height keep plates out, motion gating skips still frames (counted in status) without changing
-//! what is read, and `check` names bad settings.
+//! height keep plates out, motion gating skips still frames and reads only the part of the lane
+//! that moved (counted in status) without changing what is read, and `check` names bad settings.
 
 use crate::common;
 
@@ -92,6 +92,14 @@ min_plate_height_px = 300
         assert!(still > 0, "{cam}: {p}");
         assert_eq!(inferred + still, frames, "{cam}: {p}");
     }
+    // A vehicle moving up the still road is read where it moved (the default set reads parts),
+    // and the control camera read both plates all the same.
+    let p = &status["cameras"]["cam1"]["pipeline"];
+    let part = p["inferred_part"].as_u64().unwrap();
+    assert!(
+        part > 0 && part < p["inferred"].as_u64().unwrap(),
+        "some reads on a part, the first and refreshes whole: {p}"
+    );
 }
 
 #[test]
@@ -101,7 +109,7 @@ fn check_names_bad_lane_settings() {
         dir.path(),
         1883,
         "folder:/nonexistent",
-        "roi = [[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]\nmin_plate_height_px = 9000\n[camera.motion]\nmin_changed = 2.0",
+        "roi = [[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]\nmin_plate_height_px = 9000\n[camera.motion]\nmin_changed = 2.0\nmax_part = 0",
     );
     let out = check_config(&cfg);
     assert!(!out.status.success());
@@ -111,6 +119,7 @@ fn check_names_bad_lane_settings() {
         "camera[0].roi: edges 0 and 2 cross",
         "camera[0].min_plate_height_px: 9000 is out of range",
         "camera[0].motion.min_changed: 2 is out of range",
+        "camera[0].motion.max_part: 0 is out of range",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

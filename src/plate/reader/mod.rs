@@ -2,7 +2,7 @@
 //! grammars. `run` and `eval` both call [`PlateReader::read`], so what is measured is what runs.
 
 use anyhow::Result;
-use opencv::core::Mat;
+use opencv::core::{Mat, Rect};
 use std::path::Path;
 
 use super::clp::ClpDetector;
@@ -243,9 +243,27 @@ impl PlateReader {
 
     /// Reads every plate in a BGR frame.
     pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
+        self.read_part(frame, None)
+    }
+
+    /// Whether [`read_part`](Self::read_part) looks at the part it is given only: the
+    /// text-detector set, whose detector's time grows with the pixels it is given. The plate
+    /// detectors take a fixed input size, so a part would only be looked at larger.
+    pub fn reads_parts(&self) -> bool {
+        matches!(self.detector, Detector::Text(_))
+    }
+
+    /// Reads the plates in `part` of a BGR frame (all of it when `None`) at the scale the whole
+    /// frame is read at, so a plate is the same size to the models either way; reads in frame
+    /// pixels. A set that does not [read parts](Self::reads_parts) reads the whole frame.
+    pub fn read_part(&mut self, frame: &Mat, part: Option<Rect>) -> Result<Vec<PlateRead>> {
         vision::ensure_bgr(frame)?;
         self.unread.clear();
-        let reads = self.read_any(frame)?;
+        let reads = match self.detector {
+            Detector::Text(_) => self.read_text(frame, part)?,
+            Detector::Yolo(_) => self.read_plate_boxes(frame)?,
+            Detector::Clp(_) => self.read_clp(frame)?,
+        };
         self.refuse_colour_mismatch(frame, reads)
     }
 
@@ -267,15 +285,6 @@ impl PlateReader {
             }
         }
         Ok(kept)
-    }
-
-    /// Every read of the model set in a frame, before the colour check.
-    fn read_any(&mut self, frame: &Mat) -> Result<Vec<PlateRead>> {
-        match self.detector {
-            Detector::Text(_) => self.read_text(frame),
-            Detector::Yolo(_) => self.read_plate_boxes(frame),
-            Detector::Clp(_) => self.read_clp(frame),
-        }
     }
 
     /// The most confident of `reads` (readings of one plate box) that is accepted as a plate.
