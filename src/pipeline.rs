@@ -28,7 +28,7 @@ pub struct PipelineStats {
     pub frames: AtomicU64,
     /// Frames the plate models ran on.
     pub inferred: AtomicU64,
-    /// Of those, frames they ran on only the part of the lane that moved.
+    /// Of those, frames they ran on only the parts of the lane that moved.
     pub inferred_part: AtomicU64,
     /// Frames the motion gate found still: the previous reads were reused.
     pub still: AtomicU64,
@@ -258,9 +258,11 @@ fn run(mut p: PipelineParts) {
         p.stats.frames.fetch_add(1, Ordering::Relaxed);
         if done.inferred {
             p.stats.inferred.fetch_add(1, Ordering::Relaxed);
-            if let Some(part) = done.part {
+            if !done.parts.is_empty() {
                 p.stats.inferred_part.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(camera = %p.camera, t = frame.t, x = part.x, y = part.y, w = part.width, h = part.height, "read the part of the lane that moved");
+            }
+            for part in &done.parts {
+                tracing::trace!(camera = %p.camera, t = frame.t, x = part.x, y = part.y, w = part.width, h = part.height, "read a part of the lane that moved");
             }
         } else {
             p.stats.still.fetch_add(1, Ordering::Relaxed);

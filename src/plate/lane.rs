@@ -2,11 +2,11 @@
 //! tracker. The pipeline thread of `run` and `eval plates --as-run` drive the same value, so what
 //! the product-path evaluation counts is what a camera publishes.
 //!
-//! Where the gate finds that only a part of the lane moved, only that part is read and the last
+//! Where the gate finds that only parts of the lane moved, only those parts are read and the last
 //! reads elsewhere are kept, as a still frame keeps them all. Two rules keep a part read from
-//! publishing a piece of a plate: the part first grows over every last read it touches (a
-//! standing plate is read whole or not at all), and a read reaching a cut edge of the part is
-//! dropped (text the cut went through; the next whole read sees it).
+//! publishing a piece of a plate: a part first grows over every last read it touches (a standing
+//! plate is read whole or not at all), and a read reaching a cut edge of the part is dropped
+//! (text the cut went through; the next whole read sees it).
 
 use anyhow::Result;
 use opencv::core::{Mat, Rect};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::lane_view::{LaneView, LaneViewConfig};
 use super::reader::PlateRead;
 use super::tracker::{ClosedTrack, Passage, Tracker, TrackerOptions, Withheld};
-use crate::motion::{part_share, Motion, MotionConfig, MotionGate};
+use crate::motion::{join_overlapping, parts_share, Motion, MotionConfig, MotionGate};
 use crate::vision::BBox;
 
 /// What reading one lane image gives: plate reads, and plate boxes found but not read.
@@ -37,8 +37,8 @@ pub struct LaneFrame {
     pub passages: Vec<Passage>,
     /// Whether the models ran on this frame (else the motion gate found it still).
     pub inferred: bool,
-    /// The part of the lane (lane pixels) they ran on, when not the whole lane.
-    pub part: Option<Rect>,
+    /// The parts of the lane (lane pixels) they ran on; empty when they ran on the whole lane.
+    pub parts: Vec<Rect>,
     /// Time spent cutting the lane and in the motion gate.
     pub gate: Duration,
     /// Time spent reading (the models), when they ran.
@@ -100,19 +100,26 @@ impl PlateLane {
         out.gate = t_gate.elapsed();
         if motion != Motion::Still {
             let (w, h) = (lane.cols(), lane.rows());
-            let part = match motion {
-                Motion::Part(moved) => self.part_to_read(moved, w, h),
+            let parts = match motion {
+                Motion::Parts(moved) => self.parts_to_read(moved, w, h),
                 _ => None,
             };
             let t_read = Instant::now();
-            let fresh = read(&lane, part).inspect_err(|_| self.gate.forget())?;
+            match &parts {
+                None => {
+                    self.lane_reads = read(&lane, None).inspect_err(|_| self.gate.forget())?;
+                }
+                Some(parts) => {
+                    // Parts do not overlap, so each one's merge leaves the others' reads alone.
+                    for &part in parts {
+                        let fresh = read(&lane, Some(part)).inspect_err(|_| self.gate.forget())?;
+                        self.lane_reads = merge_part(&self.lane_reads, fresh, part, w, h);
+                    }
+                }
+            }
             out.read = t_read.elapsed();
             out.inferred = true;
-            out.part = part;
-            self.lane_reads = match part {
-                Some(part) => merge_part(&self.lane_reads, fresh, part, w, h),
-                None => fresh,
-            };
+            out.parts = parts.unwrap_or_default();
             self.last_reads = (
                 self.view.place(self.lane_reads.0.clone()),
                 self.view.place_boxes(&self.lane_reads.1),
@@ -126,30 +133,39 @@ impl PlateLane {
         Ok(out)
     }
 
-    /// The part of a `w` × `h` lane to read for the `moved` one: grown over every last read
-    /// it touches; `None` (the whole lane) when that grew past the gate's `max_part`.
-    fn part_to_read(&self, moved: Rect, w: i32, h: i32) -> Option<Rect> {
+    /// The parts of a `w` × `h` lane to read for the `moved` ones: each grown over every last
+    /// read it touches, parts that then overlap joined; `None` (the whole lane) when they grew
+    /// past the gate's `max_part`.
+    fn parts_to_read(&self, moved: Vec<Rect>, w: i32, h: i32) -> Option<Vec<Rect>> {
         let boxes: Vec<BBox> = self
             .lane_reads
             .0
             .iter()
             .map(|r| r.bbox)
             .chain(self.lane_reads.1.iter().copied())
+            .filter(|b| b.w > 0.0 && b.h > 0.0)
             .collect();
-        let mut part = moved;
-        // Growing over one box may make the part touch another.
+        let mut parts = moved;
+        // Growing over one box, or joining, may make a part touch another box.
         loop {
-            let grown = boxes
+            let grown = parts
                 .iter()
-                .filter(|b| overlaps(b, part) && b.w > 0.0 && b.h > 0.0)
-                .fold(part, |p, b| p | enclosing(b, w, h));
-            if grown == part {
+                .map(|&part| {
+                    boxes
+                        .iter()
+                        .filter(|b| overlaps(b, part))
+                        .fold(part, |p, b| p | enclosing(b, w, h))
+                })
+                .collect();
+            let grown = join_overlapping(grown);
+            if grown == parts {
                 break;
             }
-            part = grown;
+            parts = grown;
         }
-        (part_share(part, w, h) <= self.gate.config().max_part).then_some(part)
+        (parts_share(&parts, w, h) <= self.gate.config().max_part).then_some(parts)
     }
+
     /// The reads of the latest frame, in frame coordinates (those of the last read frame when
     /// the lane was still). Borrowed, not returned with each frame: most frames are still.
     pub fn reads(&self) -> &[PlateRead] {
@@ -439,7 +455,9 @@ mod tests {
         let f = lane
             .on_frame(&scene(&second), 0.04, &mut looking_at(&second, &mut asked))
             .unwrap();
-        let part = f.part.expect("only a part of the lane moved");
+        let [part] = f.parts[..] else {
+            panic!("one part of the lane moved: {:?}", f.parts);
+        };
         assert_eq!(asked, [Some(part)]);
         assert_eq!(part & standing.1, Rect::default(), "far from the move");
         // The padded move touched the plate beside it: the part grew to hold it whole, so it is
@@ -455,6 +473,39 @@ mod tests {
             "the standing plate's read kept, the moving one's replaced"
         );
         assert_eq!(lane.reads().len(), 3);
+    }
+
+    #[test]
+    fn things_moving_apart_are_read_part_by_part() {
+        let mut lane = lane(true);
+        let standing = ("29C123456", Rect::new(560, 300, 160, 50));
+        let left = |y| ("30E67890", Rect::new(100, y, 160, 50));
+        let right = |y| ("51A12345", Rect::new(1050, y, 160, 50));
+        let mut asked = Vec::new();
+        let first = [standing, left(600), right(200)];
+        lane.on_frame(&scene(&first), 0.0, &mut looking_at(&first, &mut asked))
+            .unwrap();
+        asked.clear();
+        let second = [standing, left(560), right(240)];
+        let f = lane
+            .on_frame(&scene(&second), 0.04, &mut looking_at(&second, &mut asked))
+            .unwrap();
+        assert_eq!(f.parts.len(), 2, "{:?}", f.parts);
+        assert_eq!(asked, f.parts.iter().map(|p| Some(*p)).collect::<Vec<_>>());
+        assert!(f.parts.iter().all(|p| (*p & standing.1).area() == 0));
+        assert_eq!(
+            plates_read(&lane),
+            [
+                ("29C123456".to_owned(), 560.0),
+                ("30E67890".to_owned(), 100.0),
+                ("51A12345".to_owned(), 1050.0)
+            ]
+        );
+        let ys: Vec<f32> = lane.reads().iter().map(|r| r.bbox.y).collect();
+        assert!(
+            ys.contains(&560.0) && ys.contains(&240.0),
+            "both moves read anew: {ys:?}"
+        );
     }
 
     #[test]
