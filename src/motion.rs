@@ -150,6 +150,8 @@ pub struct MotionGate {
     grey: Mat,
     diff: Mat,
     mask: Mat,
+    /// Connected-component labels, stats and centroids of `mask`, reused frame to frame.
+    components: [Mat; 3],
 }
 
 impl MotionGate {
@@ -162,6 +164,7 @@ impl MotionGate {
             grey: Mat::default(),
             diff: Mat::default(),
             mask: Mat::default(),
+            components: Default::default(),
         }
     }
 
@@ -219,7 +222,7 @@ impl MotionGate {
     /// lane pixels, padded by [`PART_PAD`], boxes that overlap joined; one box around them all
     /// when there are more than [`MAX_PARTS`]; the whole lane when they cover more than
     /// `max_part` of it (or there are none).
-    fn moved_parts(&self, w: i32, h: i32) -> Result<Motion> {
+    fn moved_parts(&mut self, w: i32, h: i32) -> Result<Motion> {
         let (sx, sy) = (
             w as f64 / self.mask.cols().max(1) as f64,
             h as f64 / self.mask.rows().max(1) as f64,
@@ -232,13 +235,12 @@ impl MotionGate {
             let y1 = (((b.y + b.height) as f64 * sy + pad).ceil() as i32).min(h);
             Rect::new(x0, y0, (x1 - x0).max(1), (y1 - y0).max(1))
         };
-        let (mut labels, mut stats, mut centroids) =
-            (Mat::default(), Mat::default(), Mat::default());
+        let [labels, stats, centroids] = &mut self.components;
         let groups = imgproc::connected_components_with_stats(
             &self.mask,
-            &mut labels,
-            &mut stats,
-            &mut centroids,
+            labels,
+            stats,
+            centroids,
             8,
             core::CV_32S,
         )?;

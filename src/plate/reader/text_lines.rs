@@ -498,6 +498,29 @@ mod tests {
     }
 
     #[test]
+    fn a_part_is_grown_to_what_the_detector_sees_at_the_frame_scale() {
+        // 1920 x 1080 at 960: scale 0.5, so parts grow to multiples of 64 px, within the frame.
+        let scale = TextDetector::scale(1920, 1080, 960);
+        assert_eq!(scale, 0.5);
+        let part = Rect::new(500, 600, 610, 400);
+        assert_eq!(
+            align_to_detector(part, 1920, 1080, scale),
+            Rect::new(485, 576, 640, 448),
+            "grown about its centre"
+        );
+        // At the frame's corner it grows inwards.
+        let corner = Rect::new(1500, 900, 420, 180);
+        let grown = align_to_detector(corner, 1920, 1080, scale);
+        assert_eq!(grown, Rect::new(1472, 888, 448, 192));
+        assert_eq!(grown & corner, corner);
+        // Already aligned, or as large as the frame: unchanged.
+        let aligned = Rect::new(64, 64, 640, 320);
+        assert_eq!(align_to_detector(aligned, 1920, 1080, scale), aligned);
+        let all = Rect::new(0, 0, 1920, 1080);
+        assert_eq!(align_to_detector(all, 1920, 1080, scale), all);
+    }
+
+    #[test]
     fn only_lines_that_may_hold_a_province_go_to_the_cjk_recogniser() {
         // A confident VN plate: no province character there.
         for (text, c) in [("51A-123.45", 0.99), ("30H-753.40", 0.96)] {
