@@ -4,9 +4,9 @@
 //!
 //! Where the gate finds that only parts of the lane moved, only those parts are read and the last
 //! reads elsewhere are kept, as a still frame keeps them all. Two rules keep a part read from
-//! publishing a piece of a plate: a part first grows over every last read it touches (a standing
-//! plate is read whole or not at all), and a read reaching a cut edge of the part is dropped
-//! (text the cut went through; the next whole read sees it).
+//! publishing a piece of a plate: a part first grows over every last read it touches and every
+//! open track's last box (a standing plate is read whole or not at all), and a read reaching a
+//! cut edge of the part is dropped (text the cut went through; the next whole read sees it).
 
 use anyhow::Result;
 use opencv::core::{Mat, Rect};
@@ -134,15 +134,24 @@ impl PlateLane {
     }
 
     /// The parts of a `w` × `h` lane to read for the `moved` ones: each grown over every last
-    /// read it touches, parts that then overlap joined; `None` (the whole lane) when they grew
-    /// past the gate's `max_part`.
+    /// read it touches and over where every open track's plate was last seen (a plate that the
+    /// last read of its part missed, hidden for a moment, is read whole when it shows again),
+    /// parts that then overlap joined; `None` (the whole lane) when they grew past the gate's
+    /// `max_part`.
     fn parts_to_read(&self, moved: Vec<Rect>, w: i32, h: i32) -> Option<Vec<Rect>> {
+        let origin = self.view.rect();
+        let tracked = self.tracker.open_boxes().map(|b| BBox {
+            x: b.x - origin.x as f32,
+            y: b.y - origin.y as f32,
+            ..b
+        });
         let boxes: Vec<BBox> = self
             .lane_reads
             .0
             .iter()
             .map(|r| r.bbox)
             .chain(self.lane_reads.1.iter().copied())
+            .chain(tracked)
             .filter(|b| b.w > 0.0 && b.h > 0.0)
             .collect();
         let mut parts = moved;
@@ -387,9 +396,17 @@ mod tests {
 
     /// A 1280 × 720 grey lane with a white rectangle per plate.
     fn scene(plates: &[(&str, Rect)]) -> Mat {
+        scene_with(plates, None)
+    }
+
+    /// [`scene`] with a dark block (someone walking by) drawn over it.
+    fn scene_with(plates: &[(&str, Rect)], block: Option<Rect>) -> Mat {
         let mut m = Mat::new_rows_cols_with_default(720, 1280, CV_8UC3, Scalar::all(90.0)).unwrap();
         for (_, r) in plates {
             imgproc::rectangle(&mut m, *r, Scalar::all(250.0), -1, imgproc::LINE_8, 0).unwrap();
+        }
+        if let Some(b) = block {
+            imgproc::rectangle(&mut m, b, Scalar::all(20.0), -1, imgproc::LINE_8, 0).unwrap();
         }
         m
     }
@@ -506,6 +523,40 @@ mod tests {
             ys.contains(&560.0) && ys.contains(&240.0),
             "both moves read anew: {ys:?}"
         );
+    }
+
+    #[test]
+    fn a_plate_hidden_for_a_moment_is_read_whole_when_it_shows_again() {
+        let mut lane = lane(true);
+        let plate = ("29C123456", Rect::new(400, 300, 300, 60));
+        let mut asked = Vec::new();
+        lane.on_frame(&scene(&[plate]), 0.0, &mut looking_at(&[plate], &mut asked))
+            .unwrap();
+        // Someone walks in front of the plate's left end: its part grows over the plate, which
+        // cannot be read while hidden.
+        let hiding = Rect::new(380, 280, 120, 100);
+        lane.on_frame(
+            &scene_with(&[plate], Some(hiding)),
+            0.2,
+            &mut looking_at(&[], &mut asked),
+        )
+        .unwrap();
+        assert!(lane.reads().is_empty());
+        // They walk on: where they were is a part that holds only the plate's left end, but the
+        // plate's track is still open, so the part grows over where it was seen and reads it whole.
+        let f = lane
+            .on_frame(
+                &scene_with(&[plate], Some(Rect::new(900, 280, 120, 100))),
+                0.4,
+                &mut looking_at(&[plate], &mut asked),
+            )
+            .unwrap();
+        assert!(
+            f.parts.iter().any(|p| (*p & plate.1) == plate.1),
+            "{:?}",
+            f.parts
+        );
+        assert_eq!(plates_read(&lane), [("29C123456".to_owned(), 400.0)]);
     }
 
     #[test]

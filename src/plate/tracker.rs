@@ -254,6 +254,11 @@ impl Tracker {
         self.tracks.len()
     }
 
+    /// Where each open track's plate was last seen (frame pixels).
+    pub fn open_boxes(&self) -> impl Iterator<Item = BBox> + '_ {
+        self.tracks.iter().map(|t| t.last_bbox)
+    }
+
     /// Feeds the reads of the frame at stream time `t`; returns passages ready to publish.
     pub fn update(&mut self, t: f64, reads: &[PlateRead]) -> Vec<Passage> {
         self.update_with_unread(t, reads, &[])
