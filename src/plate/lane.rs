@@ -139,12 +139,7 @@ impl PlateLane {
     /// parts that then overlap joined; `None` (the whole lane) when they grew past the gate's
     /// `max_part`.
     fn parts_to_read(&self, moved: Vec<Rect>, w: i32, h: i32) -> Option<Vec<Rect>> {
-        let origin = self.view.rect();
-        let tracked = self.tracker.open_boxes().map(|b| BBox {
-            x: b.x - origin.x as f32,
-            y: b.y - origin.y as f32,
-            ..b
-        });
+        let tracked = self.tracker.open_boxes().map(|b| self.view.to_lane(b));
         let boxes: Vec<BBox> = self
             .lane_reads
             .0

@@ -173,6 +173,16 @@ impl LaneView {
         boxes.iter().filter_map(|&b| self.place_box(b)).collect()
     }
 
+    /// A box in frame coordinates moved onto [`cut`](Self::cut)'s image (the inverse of placing,
+    /// without its filter).
+    pub fn to_lane(&self, b: BBox) -> BBox {
+        BBox {
+            x: b.x - self.rect.x as f32,
+            y: b.y - self.rect.y as f32,
+            ..b
+        }
+    }
+
     fn place_box(&self, mut b: BBox) -> Option<BBox> {
         b.x += self.rect.x as f32;
         b.y += self.rect.y as f32;
@@ -279,6 +289,9 @@ mod tests {
         ]);
         assert_eq!(kept.len(), 1);
         assert_eq!((kept[0].bbox.x, kept[0].bbox.y), (450.0, 400.0));
+        // And back onto the cut image (where the tracker's frame boxes meet the lane's parts).
+        let back = view.to_lane(kept[0].bbox);
+        assert_eq!((back.x, back.y, back.h), (350.0, 150.0, 30.0));
     }
 
     #[test]
