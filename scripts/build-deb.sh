@@ -150,8 +150,14 @@ for p in m["package"]:
             continue
     version = p.get("version") or "?"
     holder = "Microsoft Corporation" if p["id"].startswith("onnxruntime-") else f"the authors of {p['registry']} package {p['name']} {version}"
-    out += [f"Files: {files}", f"Copyright: {holder}",
-            f"License: {p['licence']}", ""]
+    out += [f"Files: {files}", f"Copyright: {holder}", f"License: {p['licence']}"]
+    # Models the fetch step rewrote are modified works: say so, and by what.
+    converted = [e for e in m["model"]
+                 if e["package"] == p["id"] and "default" in e["sets"] and "convert" in e]
+    if converted:
+        out.append("Comment: Converted by the gatewatch fetch step (the scripts are in its source):")
+        out += [f" {e['file']} is {e['path']} converted by {e['convert']}." for e in converted]
+    out.append("")
     lic["MIT"] |= p["licence"] == "MIT"
 if lic["MIT"]:
     out += ["License: MIT",

@@ -22,8 +22,9 @@ The graph follows face-api's `faceRecognitionNet` (src/faceRecognitionNet/*.ts):
 Input `image`: f32 [N,3,150,150], RGB, (v - [122.782, 117.001, 104.298]) / 256, the face aligned
 to dlib's 5-point template. Output `descriptor`: f32 [N,128], not normalised.
 
-Usage: face-embedder-convert.py --package face-api-1.7.15.tgz --out face_embedder.onnx
-Needs `numpy` and `onnx` (the pinned versions in scripts/face-convert-requirements.txt).
+Usage: face-embedder-convert.py --package face-api-1.7.15.tgz \
+           [--member package/model/face_recognition_model.bin] --out face_embedder.onnx
+Needs `numpy` and `onnx` (the pinned versions in scripts/convert-requirements.txt).
 """
 import argparse
 import json
@@ -223,8 +224,13 @@ def build(weights):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--package", required=True, help="the @vladmandic/face-api npm tarball")
+    # The fetch step names the manifest's `path`; the weights are read from its shards.
+    ap.add_argument("--member", default=SHARD_DIR + "face_recognition_model.bin",
+                    help=f"the model's first weight shard (in {SHARD_DIR})")
     ap.add_argument("--out", required=True, help="the ONNX file to write")
     args = ap.parse_args()
+    if os.path.dirname(args.member) + "/" != SHARD_DIR:
+        fail(f"--member {args.member}: the weights this script reads are in {SHARD_DIR}")
     model = build(read_weights(args.package))
     data = model.SerializeToString(deterministic=True)
     tmp = args.out + ".part"

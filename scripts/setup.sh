@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: OpenCV (+ clang for the opencv crate's binding generator), cmake (+ GCC) for
 # the bundled zxing-cpp QR decoder, Mosquitto for tests
 # and the demo, GStreamer's RTSP server for the loopback RTSP test, fonts for the rendered demo
-# plates, python3 + pip for the model fetch step (+ venv for the face-embedder converter's pinned
+# plates, python3 + pip for the model fetch step (+ venv for the model converters' pinned
 # packages), systemd for `systemd-analyze` (the unit's verify and security tests), dpkg-dev and
 # lintian for `make deb`, mmdebstrap and zstd for the package install test (a clean Debian root),
 # Debian's arm64 cross compilers and qemu-user for the arm64 package (scripts/cross-arm64.sh).

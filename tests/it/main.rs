@@ -23,6 +23,7 @@ mod end_to_end;
 mod face_lane;
 mod faces;
 mod lane;
+mod models;
 mod plate_colour;
 mod qr;
 mod service;

