@@ -24,6 +24,7 @@ fail() { echo "arm64-test: FAILED: $*" >&2; exit 1; }
 [ -x "$HOST_BIN" ] || fail "$HOST_BIN is missing (make build)"
 [ -d "$SYSROOT" ] || fail "$SYSROOT is missing (scripts/cross-arm64.sh)"
 command -v qemu-aarch64-static >/dev/null || fail "qemu-aarch64-static is missing (make setup)"
+python3 scripts/deb-copyright-check.py "$DEB" aarch64 || fail "the package's copyright file"
 
 WORK=$(mktemp -d /tmp/gatewatch-arm64.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

@@ -130,9 +130,12 @@ gzip -9n -c CHANGELOG.md > "$DOC/CHANGELOG.md.gz"
 DATE=$(date -R -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
 printf 'gatewatch (%s) bookworm; urgency=medium\n\n  * Release %s; see /usr/share/doc/gatewatch/CHANGELOG.md.gz.\n\n -- %s  %s\n' \
   "$VERSION" "$VERSION" "$MAINTAINER" "$DATE" | gzip -9n > "$DOC/changelog.gz"
-python3 - "$DOC/copyright" <<'EOF'
+python3 - "$DOC/copyright" "$ORT_ARCH" <<'EOF'
 import sys, tomllib
 m = tomllib.load(open("models/manifest.toml", "rb"))
+# The runtime package of the architecture being packaged: the other architecture's is not shipped.
+runtime_pkgs = {r["package"] for r in m["runtime"]}
+shipped_runtime = {r["package"] for r in m["runtime"] if r["arch"] == sys.argv[2]}
 out = ["Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/",
        "Upstream-Name: gatewatch", "",
        "Files: *", "Copyright: 2026 gatewatch developers", "License: Apache-2.0",
@@ -141,7 +144,9 @@ lic = {"MIT": False}
 for p in m["package"]:
     if p.get("optional"):
         continue
-    if p["id"].startswith("onnxruntime-"):
+    if p["id"] in runtime_pkgs:
+        if p["id"] not in shipped_runtime:
+            continue
         files = "usr/lib/gatewatch/*"
     else:
         files = " ".join(f"usr/share/gatewatch/models/{e['file']}" for e in m["model"]
@@ -149,8 +154,10 @@ for p in m["package"]:
         if not files:
             continue
     version = p.get("version") or "?"
-    holder = "Microsoft Corporation" if p["id"].startswith("onnxruntime-") else f"the authors of {p['registry']} package {p['name']} {version}"
+    holder = "Microsoft Corporation" if p["id"] in runtime_pkgs else f"the authors of {p['registry']} package {p['name']} {version}"
     out += [f"Files: {files}", f"Copyright: {holder}", f"License: {p['licence']}"]
+    if p["id"] in runtime_pkgs:
+        out.append(f"Comment: ONNX Runtime {version}, unchanged from the {p['registry']} file {p['file']}.")
     # Models the fetch step rewrote are modified works: say so, and by what.
     converted = [e for e in m["model"]
                  if e["package"] == p["id"] and "default" in e["sets"] and "convert" in e]

@@ -25,6 +25,7 @@ fail() { echo "install-test: FAILED: $*" >&2; exit 1; }
 for tool in mmdebstrap zstd mosquitto_sub python3; do
   command -v "$tool" >/dev/null || fail "$tool is missing (make setup)"
 done
+python3 scripts/deb-copyright-check.py "$DEB" "$(uname -m)" || fail "the package's copyright file"
 START=$(date +%s)
 
 WORK=$(mktemp -d /tmp/gatewatch-install.XXXXXX)
