@@ -7,6 +7,9 @@
 #   3. `gatewatch check` refuses the package's unedited config template, naming the keys;
 #   4. `gatewatch eval plates` on plates the amd64 build renders (`demo plates`) reads the same
 #      plates as the amd64 build: the same summary counts and the same per-image misreads.
+#   5. the fetch step's model converters, run by the sysroot's arm64 Python with the pinned
+#      packages' aarch64 wheels, write the bytes the manifest pins (a `make setup` on an arm64
+#      machine converts the models itself).
 # The emulated time is printed as a sanity figure only (emulation is over 100x slower than a box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,4 +109,27 @@ if ra != rb:
 print(f"arm64-test: {kind}: same reads: {a['plates']} plates, exact_match {b['exact_match']}, wrong {b['wrong']}")
 EOF
 done
+
+# 5. The converters under arm64 Python. The pinned packages' aarch64 wheels (sha256-checked by pip
+# against scripts/convert-requirements.txt) are unpacked once into .cache/convert-aarch64/.
+REQ=scripts/convert-requirements.txt
+SITE=.cache/convert-aarch64
+STAMP=$(sha256sum "$REQ" | cut -c1-16)
+if [ "$(cat "$SITE/stamp" 2>/dev/null)" != "$STAMP" ]; then
+  rm -rf "$SITE" && mkdir -p "$SITE/wheels" "$SITE/site"
+  .cache/convert-venv/bin/python -m pip download --disable-pip-version-check -q --no-deps \
+    --require-hashes --only-binary=:all: --implementation cp --python-version 3.11 \
+    --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
+    --platform manylinux_2_26_aarch64 --platform manylinux2014_aarch64 \
+    -r "$REQ" -d "$SITE/wheels" || fail "pip download of the converters' aarch64 wheels"
+  for w in "$SITE"/wheels/*.whl; do python3 -m zipfile -e "$w" "$SITE/site"; done
+  echo "$STAMP" > "$SITE/stamp"
+fi
+[ -x "$SYSROOT/usr/bin/python3.11" ] || fail "the sysroot has no arm64 Python (scripts/cross-arm64.sh)"
+T=$(date +%s)
+# -L maps /usr to the sysroot's, so PYTHONHOME=/usr is the arm64 standard library.
+python3 scripts/fetch-models.py --reconvert-with "env PYTHONPATH=$PWD/$SITE/site PYTHONHOME=/usr \
+  qemu-aarch64-static -cpu cortex-a76 -L $SYSROOT $SYSROOT/usr/bin/python3.11" \
+  || fail "the model converters under arm64 Python"
+say "converters under arm64 Python: the pinned bytes ($(( $(date +%s) - T )) s emulated)"
 say "passed"

@@ -30,7 +30,9 @@ SUDO=""
 # --- 1. the arm64 sysroot -----------------------------------------------------------------------
 # The four OpenCV modules gatewatch links (imgproc, imgcodecs, videoio, core), not libopencv-dev,
 # which would pull every module and VTK; libc and libstdc++ for the linker.
-PKGS=libopencv-core-dev,libopencv-imgproc-dev,libopencv-imgcodecs-dev,libopencv-videoio-dev,libc6-dev,libstdc++-12-dev
+# Python is there for the arm64 test only: it runs the fetch step's model converters as an arm64
+# machine would (scripts/arm64-test.sh); the package does not depend on it.
+PKGS=libopencv-core-dev,libopencv-imgproc-dev,libopencv-imgcodecs-dev,libopencv-videoio-dev,libc6-dev,libstdc++-12-dev,python3.11-minimal,libpython3.11-stdlib
 RECIPE=3 # bump when the fix-ups below change
 SOURCES=$(python3 scripts/apt-sources.py)
 [ -n "$SOURCES" ] || fail "no Debian 12 (bookworm) apt source on this machine"

