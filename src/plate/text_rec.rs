@@ -76,15 +76,19 @@ impl TextRecogniser {
 
     /// Reads each BGR crop; one batched model call.
     pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<TextRead>> {
+        self.recognise_stretched(crops, 1.0)
+    }
+
+    /// Reads each BGR crop scaled `stretch` times wider than its aspect gives, up to the minimum
+    /// input width (a line already that wide is read as it is): more CTC time steps per
+    /// character, so a repeated character keeps the blank between its two steps.
+    pub fn recognise_stretched(&mut self, crops: &[Mat], stretch: f32) -> Result<Vec<TextRead>> {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
         let widths: Vec<i32> = crops
             .iter()
-            .map(|c| {
-                let ratio = c.cols() as f32 / c.rows().max(1) as f32;
-                ((HEIGHT as f32 * ratio).ceil() as i32).clamp(8, MAX_WIDTH)
-            })
+            .map(|c| stretched_width(c.cols(), c.rows(), stretch))
             .collect();
         let batch_w = widths
             .iter()
@@ -136,6 +140,18 @@ impl TextRecogniser {
     }
 }
 
+/// A `cols` × `rows` crop's width at the input height, `stretch` times its aspect's, never
+/// stretched past [`MIN_WIDTH`] nor a crop already wider than that.
+fn stretched_width(cols: i32, rows: i32, stretch: f32) -> i32 {
+    let ratio = cols as f32 / rows.max(1) as f32;
+    let own = ((HEIGHT as f32 * ratio).ceil() as i32).clamp(8, MAX_WIDTH);
+    if stretch > 1.0 && own < MIN_WIDTH {
+        ((own as f32 * stretch).ceil() as i32).min(MIN_WIDTH)
+    } else {
+        own
+    }
+}
+
 /// Greedy CTC decoding of `[steps, classes]` probabilities.
 pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
     let mut text = String::new();
@@ -171,6 +187,17 @@ pub fn ctc_greedy(probs: &[f32], classes: usize, names: &[String]) -> TextRead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stretch_widens_narrow_lines_up_to_the_minimum_width_only() {
+        // 300 x 100 at height 48: 144 wide as it is, 216 at 1.5, 320 (not 432) at 3.
+        assert_eq!(stretched_width(300, 100, 1.0), 144);
+        assert_eq!(stretched_width(300, 100, 1.5), 216);
+        assert_eq!(stretched_width(300, 100, 3.0), MIN_WIDTH);
+        // A line already wider than the minimum is read as it is.
+        assert_eq!(stretched_width(800, 100, 1.5), 384);
+        assert_eq!(stretched_width(10_000, 10, 1.5), MAX_WIDTH);
+    }
 
     #[test]
     fn ctc_collapses_repeats_and_skips_blanks() {

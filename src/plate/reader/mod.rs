@@ -14,6 +14,7 @@ use super::text_rec::{TextRead, TextRecogniser};
 use crate::models::{self, ModelSet};
 use crate::vision::{self, BBox};
 
+mod framings;
 mod plate_boxes;
 mod text_lines;
 
