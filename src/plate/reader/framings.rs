@@ -224,34 +224,29 @@ mod tests {
         let settle = |a: &str, b: &str, c: &str| {
             settle_by_third_look(&look(a, 0.9), &look(b, 0.9), &look(c, 0.9), &vn_cn)
         };
-        // The stretched look reads the second framing's plate (separators aside): the second.
-        assert_eq!(
-            settle("皖A·FD5568", "皖A·F05568", "皖AF05568"),
-            Framing::Second
-        );
-        assert_eq!(
-            settle("皖A·D14488", "皖A·D1488", "皖A·D14488"),
-            Framing::First
-        );
-        // A third plate, a fragment, or nothing: still neither.
-        assert_eq!(
-            settle("皖A·D1488", "皖A·D14488", "皖A·D14483"),
-            Framing::Neither
-        );
-        assert_eq!(settle("皖A·D1488", "皖A·D14488", "BADI4"), Framing::Neither);
-        assert_eq!(settle("皖A·D1488", "皖A·D14488", ""), Framing::Neither);
-        // One framing read no plate: the third look may side with the one that did.
-        assert_eq!(
-            settle("青A·00109D", "青A·D0109D", "青A00109D"),
-            Framing::First
-        );
-        assert_eq!(
-            settle("苏E-D512", "苏ED05112", "苏E-D512"),
-            Framing::Neither
-        );
-        // A third look that is a plate only once a look-alike is repaired settles nothing: a cut
-        // phone number is repaired into the same plate at every look.
-        assert_eq!(settle("503025", "1503025", "1503025"), Framing::Neither);
+        use Framing::{First, Neither, Second};
+        let cases = [
+            // The stretched look reads one framing's plate (separators aside): that framing.
+            ("皖A·FD5568", "皖A·F05568", "皖AF05568", Second),
+            ("皖A·D14488", "皖A·D1488", "皖A·D14488", First),
+            // A third plate, a fragment, or nothing: still neither.
+            ("皖A·D1488", "皖A·D14488", "皖A·D14483", Neither),
+            ("皖A·D1488", "皖A·D14488", "BADI4", Neither),
+            ("皖A·D1488", "皖A·D14488", "", Neither),
+            // One framing read no plate: the third look may side with the one that did.
+            ("青A·00109D", "青A·D0109D", "青A00109D", First),
+            ("苏E-D512", "苏ED05112", "苏E-D512", Neither),
+            // A third look that is a plate only once a look-alike is repaired settles nothing: a
+            // cut phone number is repaired into the same plate at every look.
+            ("503025", "1503025", "1503025", Neither),
+        ];
+        for (first, second, third, want) in cases {
+            assert_eq!(
+                settle(first, second, third),
+                want,
+                "{first} / {second} / {third}"
+            );
+        }
     }
 
     #[test]
