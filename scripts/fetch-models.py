@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 
@@ -190,7 +191,6 @@ def reconvert_with(python, manifest, packages, cache):
     """Every converted model converted again by another Python (`python`: a command, e.g. another
     architecture's interpreter under emulation, with the same pinned packages) into a scratch
     directory: the pins hold only if every machine that runs the fetch step writes the same bytes."""
-    import tempfile
     with tempfile.TemporaryDirectory() as scratch:
         entries = [m for m in manifest["model"] if "convert" in m]
         for m in entries:

@@ -20,10 +20,11 @@ pub(super) fn needs_second_framing(first: &TextRead, regions: &[Region]) -> bool
 }
 
 /// A first-framing read of a VN or CN plate at least this confident is not read again at the
-/// second framing (one recognition fewer per plate line; with the word rule of
-/// [`holds_no_province`], `full_frame/default` 1080p about 0.8 times the time). Measured on the shared photos, default set: at 0.99 and 0.98 reads
-/// unchanged (cn 0.906, 0 wrong; vn 0.986); at 0.95 cn gained two wrong reads (0.958 and 0.964
-/// confident) that the second framing had refused, so the bar keeps a margin above them.
+/// second framing (one recognition fewer per plate line; with the word rule of the text-line
+/// path's `holds_no_province`, `full_frame/default` 1080p about 0.8 times the time). Measured on
+/// the shared photos, default set: at 0.99 and 0.98 reads unchanged (cn 0.906, 0 wrong; vn
+/// 0.986); at 0.95 cn gained two wrong reads (0.958 and 0.964 confident) that the second framing
+/// had refused, so the bar keeps a margin above them.
 const CONFIDENT_FIRST_FRAMING: f32 = 0.99;
 
 /// Which of two framings of one text line is taken.
