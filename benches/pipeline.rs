@@ -37,7 +37,10 @@ fn stages(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
-    let mut det = TextDetector::new(session("ppocr_v4_det.onnx"), 960);
+    // The default set's detector (two convolutions in int8), and the float one the fast-alpr set
+    // reads lines of Chinese plate boxes with.
+    let mut det = TextDetector::new(session("ppocr_v4_det_int8.onnx"), 960);
+    let mut det_float = TextDetector::new(session("ppocr_v4_det.onnx"), 960);
     let mut rec = TextRecogniser::new(session("ppocr_v6_rec_small.onnx")).unwrap();
     for (w, h) in SIZES {
         let f = frame(w, h);
@@ -47,6 +50,9 @@ fn stages(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("text_detector", &id), |b| {
             b.iter(|| det.detect(&f).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("text_detector_float", &id), |b| {
+            b.iter(|| det_float.detect(&f).unwrap())
         });
         let boxes = det.detect(&f).unwrap();
         let crops: Vec<Mat> = boxes

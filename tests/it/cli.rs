@@ -93,7 +93,7 @@ fn models_verify_reports_missing_and_corrupt_files() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ppocr_v4_det.onnx"), b"corrupt").unwrap();
+    std::fs::write(dir.path().join("ppocr_v4_det_int8.onnx"), b"corrupt").unwrap();
     let out = gatewatch()
         .args(["models", "verify", "--dir"])
         .arg(dir.path())
@@ -102,7 +102,7 @@ fn models_verify_reports_missing_and_corrupt_files() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAILED   ppocr_v4_det.onnx") && stdout.contains("corrupt"),
+        stdout.contains("FAILED   ppocr_v4_det_int8.onnx") && stdout.contains("corrupt"),
         "{stdout}"
     );
     assert!(

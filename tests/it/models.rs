@@ -1,5 +1,6 @@
 //! Models the fetch step converts: every converter gives the pinned bytes twice over, and the
-//! folded PP-OCR models read what the package's own models read.
+//! folded PP-OCR models read what the package's own models read; the int8 detector finds what the
+//! float one finds.
 
 use gatewatch::models::{self, Manifest, ModelEntry};
 use gatewatch::plate::text_det::{TextBox, TextDetector};
@@ -185,5 +186,44 @@ fn folded_ppocr_models_read_what_the_package_models_read() {
         lines += crops.len();
     }
     // The frames hold a plate and a sign each: a detector that found nothing proves nothing.
+    assert!(lines >= 2, "only {lines} text lines found");
+}
+
+/// The default set's detector, two convolutions in int8, finds the lines the float detector finds
+/// on rendered lane frames, framed closely enough that the recogniser reads the same text in each.
+/// (Its plate figures on real photos are in `docs/accuracy.md`: the same plates read.)
+#[test]
+fn int8_text_detector_finds_the_lines_the_float_one_finds() {
+    let cache = models::model_dir(None);
+    let path = |file: &str| models::verified_model(&cache, file).unwrap();
+    let mut int8 = TextDetector::new(session(&path("ppocr_v4_det_int8.onnx")), 960);
+    let mut float = TextDetector::new(session(&path("ppocr_v4_det.onnx")), 960);
+    let mut rec = TextRecogniser::new(session(&path("ppocr_v6_rec_small.onnx"))).unwrap();
+    let mut lines = 0;
+    for frame in lane_frames() {
+        let (a, b) = (int8.detect(&frame).unwrap(), float.detect(&frame).unwrap());
+        assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+        let read = |boxes: &[TextBox], rec: &mut TextRecogniser| -> Vec<String> {
+            let crops: Vec<Mat> = boxes
+                .iter()
+                .map(|b| vision::warp_quad(&frame, &b.quad).unwrap())
+                .collect();
+            rec.recognise(&crops)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.text)
+                .collect()
+        };
+        for (x, y) in a.iter().zip(&b) {
+            for (p, q) in x.quad.iter().zip(&y.quad) {
+                assert!(
+                    (p.x - q.x).abs() <= 4.0 && (p.y - q.y).abs() <= 4.0,
+                    "{x:?} against {y:?}"
+                );
+            }
+        }
+        assert_eq!(read(&a, &mut rec), read(&b, &mut rec));
+        lines += a.len();
+    }
     assert!(lines >= 2, "only {lines} text lines found");
 }

@@ -180,7 +180,7 @@ impl PlateReader {
         let (detector, latin) = match set {
             ModelSet::Default => (
                 Detector::Text(TextDetector::new(
-                    open("ppocr_v4_det.onnx")?,
+                    open("ppocr_v4_det_int8.onnx")?,
                     opts.detector_max_side,
                 )),
                 Some(LatinRecogniser::PpOcr(TextRecogniser::new(open(
