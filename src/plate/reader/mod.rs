@@ -178,6 +178,8 @@ impl PlateReader {
         };
         let cjk = TextRecogniser::new(open("ppocr_v4_rec.onnx")?)?;
         let (detector, latin) = match set {
+            // Two of its convolutions in int8: the float detector's plates in 0.7 times the time
+            // (`docs/accuracy.md`). The fast-alpr set's box lines below keep the float one.
             ModelSet::Default => (
                 Detector::Text(TextDetector::new(
                     open("ppocr_v4_det_int8.onnx")?,
