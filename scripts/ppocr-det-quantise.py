@@ -47,7 +47,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def ppocr_fold():
+def load_ppocr_fold():
     """scripts/ppocr-fold.py as a module (its file name is not an identifier)."""
     spec = importlib.util.spec_from_file_location("ppocr_fold", os.path.join(HERE, "ppocr-fold.py"))
     module = importlib.util.module_from_spec(spec)
@@ -55,18 +55,23 @@ def ppocr_fold():
     return module
 
 
-def load_fold():
-    return ppocr_fold().fold
+PPOCR_FOLD = load_ppocr_fold()
+
+
+def readers_of(graph):
+    """Each tensor name -> the nodes that read it."""
+    readers = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
 
 
 def se_shortcuts_as_one_scale(model):
     """x + x * s -> x * (s + 1), where the Mul's only reader is the Add; returns how many."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
-    readers = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = readers_of(g)
     g.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), "se_shortcut_one"))
     replaced, dropped = {}, set()
     for add in g.node:
@@ -102,10 +107,7 @@ def check_targets(model):
     g = model.graph
     consts = {i.name: i for i in g.initializer}
     by_name = {n.name: n for n in g.node}
-    readers = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = readers_of(g)
 
     def reaches(node, op, through):
         seen, todo = set(), [node]
@@ -140,10 +142,17 @@ def quantise(folded_path, out_path):
                     nodes_to_quantize=list(QUANTISED), calibrate_method=CalibrationMethod.MinMax)
 
 
-def convert(source):
-    model, counts = load_fold()(source)
+def prepare(source):
+    """The float model the two convolutions are quantised in (and calibrated on): folded, its
+    squeeze-and-excitation shortcuts as one scale, the two convolutions checked."""
+    model, counts = PPOCR_FOLD.fold(source)
     counts["squeeze-and-excitation shortcut as one scale"] = se_shortcuts_as_one_scale(model)
     check_targets(model)
+    return model, counts
+
+
+def convert(source):
+    model, counts = prepare(source)
     with tempfile.TemporaryDirectory() as tmp:
         folded, quantised = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "quantised.onnx")
         onnx.save(model, folded)
@@ -161,4 +170,4 @@ def convert(source):
 
 
 if __name__ == "__main__":
-    ppocr_fold().converter_cli("ppocr-det-quantise", __doc__, convert)
+    PPOCR_FOLD.converter_cli("ppocr-det-quantise", __doc__, convert)
