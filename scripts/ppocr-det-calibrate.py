@@ -19,15 +19,14 @@ Needs what ppocr-det-quantise.py needs, and Pillow (13.0.0 made the committed fi
 """
 import argparse
 import importlib.util
-import json
 import os
-import tempfile
 import zipfile
 from io import BytesIO
 
 import numpy as np
-import onnx
 from PIL import Image
+
+from ppocr_int8 import measure_ranges, write_ranges
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PICTURES = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png",
@@ -67,37 +66,9 @@ def main():
     with zipfile.ZipFile(args.pictures) as z:
         inputs = [detector_input(Image.open(BytesIO(z.read(f"skimage/data/{p}"))))
                   for p in PICTURES]
-    name = model.graph.input[0].name
-
-    class Reader:
-        def __init__(self):
-            self.left = iter(inputs)
-
-        def get_next(self):
-            x = next(self.left, None)
-            return None if x is None else {name: x}
-
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    with tempfile.TemporaryDirectory() as tmp:
-        folded, cache = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "ranges.json")
-        onnx.save(model, folded)
-        quantize_static(folded, os.path.join(tmp, "q.onnx"), Reader(),
-                        calibration_cache_path=cache, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_quantize=list(q.QUANTISED),
-                        calibrate_method=CalibrationMethod.MinMax)
-        with open(cache) as f:
-            ranges = json.load(f)
-    convs = {n.name: n for n in model.graph.node if n.name in q.QUANTISED}
-    keep = {t for c in convs.values() for t in (c.input[0], c.output[0])}
-    ranges["data"] = {k: v for k, v in sorted(ranges["data"].items()) if k in keep}
-    if set(ranges["data"]) != keep:
-        raise SystemExit(f"ppocr-det-calibrate: ranges missing for {sorted(keep - set(ranges['data']))}")
-    with open(args.out, "w") as f:
-        json.dump(ranges, f, indent=1, sort_keys=True)
-        f.write("\n")
-    print(f"ppocr-det-calibrate: {len(keep)} ranges from {len(inputs)} pictures -> {args.out}")
+    ranges = measure_ranges(model, inputs, q.QUANTISED)
+    write_ranges(ranges, args.out)
+    print(f"ppocr-det-calibrate: {len(ranges['data'])} ranges from {len(inputs)} pictures -> {args.out}")
 
 
 if __name__ == "__main__":

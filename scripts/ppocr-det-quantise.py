@@ -13,8 +13,9 @@ The rewrites:
 1. the folds of scripts/ppocr-fold.py;
 2. each squeeze-and-excitation shortcut of the feature pyramid, x + x * s (s per channel), becomes
    x * (s + 1): one pass over the feature map instead of two (exact in real arithmetic);
-3. ONNX Runtime's static quantiser (the pinned wheel's, scripts/convert-requirements.txt) for the
-   two convolutions, with the activation ranges of scripts/ppocr-det-ranges.json. Those ranges were
+3. ONNX Runtime's static quantiser (the pinned wheel's, scripts/convert-requirements.txt; called
+   as scripts/ppocr_int8.py does for both PP-OCR converters) for the two convolutions, with the
+   activation ranges of scripts/ppocr-det-ranges.json. Those ranges were
    measured once (scripts/ppocr-det-calibrate.py) and are committed, so this step runs no
    inference and writes the same bytes on every machine (the sha256 is pinned in
    models/manifest.toml).
@@ -24,14 +25,14 @@ Usage: ppocr-det-quantise.py --package rapidocr_onnxruntime-1.4.4-py3-none-any.w
 Needs `numpy`, `onnx`, `onnxruntime` and `packaging` (pinned in scripts/convert-requirements.txt).
 """
 import importlib.util
-import logging
 import os
 import sys
-import tempfile
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from ppocr_int8 import quantise_model, readers_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RANGES = os.path.join(HERE, "ppocr-det-ranges.json")
@@ -56,15 +57,6 @@ def load_ppocr_fold():
 
 
 PPOCR_FOLD = load_ppocr_fold()
-
-
-def readers_of(graph):
-    """Each tensor name -> the nodes that read it."""
-    readers = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    return readers
 
 
 def se_shortcuts_as_one_scale(model):
@@ -132,16 +124,6 @@ def check_targets(model):
                  "written for")
 
 
-def quantise(folded_path, out_path):
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process is about shapes
-    quantize_static(folded_path, out_path, calibration_data_reader=None,
-                    calibration_cache_path=RANGES, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_quantize=list(QUANTISED), calibrate_method=CalibrationMethod.MinMax)
-
-
 def prepare(source):
     """The float model the two convolutions are quantised in (and calibrated on): folded, its
     squeeze-and-excitation shortcuts as one scale, the two convolutions checked."""
@@ -153,16 +135,8 @@ def prepare(source):
 
 def convert(source):
     model, counts = prepare(source)
-    with tempfile.TemporaryDirectory() as tmp:
-        folded, quantised = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "quantised.onnx")
-        onnx.save(model, folded)
-        quantise(folded, quantised)
-        model = onnx.load(quantised)
-    kinds = [n.op_type for n in model.graph.node]
-    counts["int8 convolution"] = kinds.count("QuantizeLinear") // 2
-    if counts["int8 convolution"] != len(QUANTISED):
-        fail(f"the quantiser wrote {kinds.count('QuantizeLinear')} QuantizeLinear nodes, want "
-             f"{2 * len(QUANTISED)} (an input and an output per convolution)")
+    model = quantise_model(model, RANGES, QUANTISED, fail)
+    counts["int8 convolution"] = len(QUANTISED)
     model.producer_name = PRODUCER
     model.producer_version = PRODUCER_VERSION
     onnx.checker.check_model(model)
