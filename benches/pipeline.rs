@@ -41,7 +41,7 @@ fn stages(c: &mut Criterion) {
     // reads lines of Chinese plate boxes with.
     let mut det = TextDetector::new(session("ppocr_v4_det_int8.onnx"), 960);
     let mut det_float = TextDetector::new(session("ppocr_v4_det.onnx"), 960);
-    let mut rec = TextRecogniser::new(session("ppocr_v6_rec_small.onnx")).unwrap();
+    let mut rec = TextRecogniser::new(session("ppocr_v6_rec_small_int8.onnx")).unwrap();
     for (w, h) in SIZES {
         let f = frame(w, h);
         let id = format!("{w}x{h}");
