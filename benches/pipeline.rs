@@ -41,7 +41,9 @@ fn stages(c: &mut Criterion) {
     // reads lines of Chinese plate boxes with.
     let mut det = TextDetector::new(session("ppocr_v4_det_int8.onnx"), 960);
     let mut det_float = TextDetector::new(session("ppocr_v4_det.onnx"), 960);
+    // The same for the Latin recogniser (18 convolutions in int8; fast-alpr's second opinion).
     let mut rec = TextRecogniser::new(session("ppocr_v6_rec_small_int8.onnx")).unwrap();
+    let mut rec_float = TextRecogniser::new(session("ppocr_v6_rec_small.onnx")).unwrap();
     for (w, h) in SIZES {
         let f = frame(w, h);
         let id = format!("{w}x{h}");
@@ -63,6 +65,9 @@ fn stages(c: &mut Criterion) {
             let one = [crop.try_clone().unwrap()];
             g.bench_function(BenchmarkId::new("recogniser_v6_one_line", &id), |b| {
                 b.iter(|| rec.recognise(&one).unwrap())
+            });
+            g.bench_function(BenchmarkId::new("recogniser_v6_float_one_line", &id), |b| {
+                b.iter(|| rec_float.recognise(&one).unwrap())
             });
         }
     }
