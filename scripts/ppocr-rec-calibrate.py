@@ -23,26 +23,17 @@ Needs what ppocr-rec-quantise.py needs, and Pillow (13.0.0 made the committed fi
 """
 import argparse
 import glob
-import importlib.util
 import os
 import zipfile
 
 import numpy as np
 from PIL import Image
 
-from ppocr_int8 import measure_ranges, write_ranges
+from ppocr_int8 import load_script, measure_ranges, write_ranges
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEIGHT, WIDTH = 48, 320
 TWO_LINE_ASPECT = 2.2
-
-
-def load_quantiser():
-    spec = importlib.util.spec_from_file_location("ppocr_rec_quantise",
-                                                  os.path.join(HERE, "ppocr-rec-quantise.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def recogniser_input(line):
@@ -82,7 +73,7 @@ def main():
                     help="folders written by `gatewatch demo plates`")
     ap.add_argument("--out", default=os.path.join(HERE, "ppocr-rec-ranges.json"))
     args = ap.parse_args()
-    q = load_quantiser()
+    q = load_script("ppocr-rec-quantise.py")
     with zipfile.ZipFile(args.package) as z:
         model = q.prepare(z.read(args.member))
     inputs = [recogniser_input(line) for folder in args.plates for line in plate_lines(folder)]

@@ -23,14 +23,13 @@ Usage: ppocr-rec-quantise.py --package rapidocr-3.10.0-py3-none-any.whl \\
            --member rapidocr/models/PP-OCRv6_rec_small.onnx --out rec.onnx
 Needs `numpy`, `onnx`, `onnxruntime` and `packaging` (pinned in scripts/convert-requirements.txt).
 """
-import importlib.util
 import os
 import sys
 
 import onnx
 from onnx import version_converter
 
-from ppocr_int8 import quantise_model
+from ppocr_int8 import load_script, quantise_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RANGES = os.path.join(HERE, "ppocr-rec-ranges.json")
@@ -94,13 +93,5 @@ def convert(source):
     return model, {"int8 convolution": len(QUANTISED), f"opset {OPSET}": 1}
 
 
-def load_ppocr_fold():
-    """scripts/ppocr-fold.py as a module (its file name is not an identifier): its command line."""
-    spec = importlib.util.spec_from_file_location("ppocr_fold", os.path.join(HERE, "ppocr-fold.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 if __name__ == "__main__":
-    load_ppocr_fold().converter_cli("ppocr-rec-quantise", __doc__, convert)
+    load_script("ppocr-fold.py").converter_cli("ppocr-rec-quantise", __doc__, convert)

@@ -1,19 +1,30 @@
 """Static int8 quantisation of chosen convolutions of a PP-OCR model with committed activation
 ranges: shared by the converters (ppocr-det-quantise.py, ppocr-rec-quantise.py), which run in the
 fetch step, and their calibration scripts (ppocr-det-calibrate.py, ppocr-rec-calibrate.py), which
-are run by hand.
+are run by hand. Also how those scripts load each other (`load_script`).
 
 Quantised as QDQ (per-channel int8 weights, uint8 activations), which ONNX Runtime's CPU provider
 runs as QLinearConv. The converters read the ranges from a committed JSON file instead of
 calibrating, so they run no inference and write the same bytes on every machine (inference may
 differ in its last bits between machines; the committed ranges are what is pinned).
 """
+import importlib.util
 import json
 import logging
 import os
 import tempfile
 
 import onnx
+
+
+def load_script(file_name):
+    """A script of this folder as a module (the scripts' file names are not identifiers)."""
+    name = file_name.removesuffix(".py").replace("-", "_")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def readers_of(graph):
