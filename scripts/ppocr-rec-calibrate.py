@@ -4,7 +4,8 @@
 
 The text lines are plates `gatewatch` renders itself with Debian's fonts (DejaVu Sans, Droid Sans
 Fallback or Noto Sans CJK), no photo of ../shared/: so the product's model depends on registry
-data only. The committed file was made from
+data only. The committed file was made, with DejaVu Sans Bold (fonts-dejavu-core) and Droid Sans
+Fallback (fonts-droid-fallback) installed, from
 
     gatewatch demo plates --kind vn --count 60 --seed 7 --out plates/vn
     gatewatch demo plates --kind cn --count 60 --seed 7 --out plates/cn
