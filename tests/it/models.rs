@@ -233,11 +233,37 @@ fn int8_text_detector_finds_the_lines_the_float_one_finds() {
     assert!(lines >= 2, "only {lines} text lines found");
 }
 
+/// The text lines of `n` rendered plates of `kind`: each labelled plate cut out, a two-line one
+/// (at most 2.2 times as wide as tall) cut into its rows, as the text detector finds them.
+fn rendered_plate_lines(kind: PlateKind, n: usize, seed: u64, dir: &Path) -> Vec<Mat> {
+    let plates = dir.join(format!("{kind:?}"));
+    std::fs::create_dir(&plates).unwrap();
+    write_dataset(&plates, random_plates(kind, n, seed), 1280, 720).unwrap();
+    let mut lines = Vec::new();
+    for sample in load_dataset(&plates).unwrap() {
+        let image = opencv::imgcodecs::imread(
+            sample.image.to_str().unwrap(),
+            opencv::imgcodecs::IMREAD_COLOR,
+        )
+        .unwrap();
+        for label in &sample.labels {
+            let b = label.bbox;
+            let rows = if b.w > 2.2 * b.h { 1 } else { 2 };
+            let h = b.h / rows as f32;
+            for row in 0..rows {
+                let y = b.y + row as f32 * h;
+                let rect = opencv::core::Rect::new(b.x as i32, y as i32, b.w as i32, h as i32);
+                lines.push(Mat::roi(&image, rect).unwrap().try_clone().unwrap());
+            }
+        }
+    }
+    lines
+}
+
 /// The default set's Latin recogniser, 18 of its convolutions in int8, reads what the package's
-/// float PP-OCRv6 reads on rendered Vietnamese and Chinese plates (one- and two-line, rows read apart as the
-/// detector finds them), about as confidently. Other plates than
-/// the ones its ranges were measured on (`scripts/ppocr-rec-calibrate.py`: seed 7). (Its plate
-/// figures on real photos are in `docs/accuracy.md`: the same plates read.)
+/// float PP-OCRv6 reads, about as confidently, on rendered Vietnamese (one- and two-line) and
+/// Chinese plates other than the ones its ranges were measured on (`ppocr-rec-calibrate.py`: seed
+/// 7). (Its figures on real photos are in `docs/accuracy.md`: the same plates read.)
 #[test]
 fn int8_latin_recogniser_reads_what_the_package_one_reads() {
     let cache = models::model_dir(None);
@@ -249,33 +275,8 @@ fn int8_latin_recogniser_reads_what_the_package_one_reads() {
         open("ppocr_v6_rec_small.onnx"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut lines = Vec::new();
-    for (kind, seed) in [(PlateKind::Vn, 21), (PlateKind::Cn, 22)] {
-        let plates = dir.path().join(format!("{kind:?}"));
-        std::fs::create_dir(&plates).unwrap();
-        write_dataset(&plates, random_plates(kind, 12, seed), 1280, 720).unwrap();
-        for sample in load_dataset(&plates).unwrap() {
-            let image = opencv::imgcodecs::imread(
-                sample.image.to_str().unwrap(),
-                opencv::imgcodecs::IMREAD_COLOR,
-            )
-            .unwrap();
-            for label in &sample.labels {
-                let b = label.bbox;
-                let rows = if b.w > 2.2 * b.h { 1 } else { 2 };
-                for row in 0..rows {
-                    let h = b.h / rows as f32;
-                    let rect = opencv::core::Rect::new(
-                        b.x as i32,
-                        (b.y + row as f32 * h) as i32,
-                        b.w as i32,
-                        h as i32,
-                    );
-                    lines.push(Mat::roi(&image, rect).unwrap().try_clone().unwrap());
-                }
-            }
-        }
-    }
+    let mut lines = rendered_plate_lines(PlateKind::Vn, 12, 21, dir.path());
+    lines.extend(rendered_plate_lines(PlateKind::Cn, 12, 22, dir.path()));
     // 24 plates, about a quarter of the Vietnamese ones two-line.
     assert!(lines.len() >= 26, "only {} lines", lines.len());
     let (a, b) = (
