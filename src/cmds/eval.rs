@@ -10,7 +10,7 @@ use crate::face::detect::DetectorOptions;
 use crate::face::{self, FaceOptions, FaceReader};
 use crate::models::{self, ModelSet};
 use crate::plate::grammar::{self, Region};
-use crate::plate::reader::{PlateReader, ReaderOptions};
+use crate::plate::reader::{default_locate_max_side, PlateReader, ReaderOptions};
 use crate::tooling::eval;
 
 /// `gatewatch eval …`
@@ -42,6 +42,10 @@ pub enum EvalCmd {
         /// the config default, which leaves camera-sized images alone).
         #[arg(long)]
         retry_max_side: Option<u32>,
+        /// Find where text is at this longest side first and read only there, as
+        /// `plates.locate_max_side` (0 = off; default: the config default).
+        #[arg(long)]
+        locate_max_side: Option<u32>,
         /// The product path: each image is shown to the lane core of `run` (motion gate, tracker,
         /// voting, withholding, config defaults) for a second at 5 fps with empty road between,
         /// and what it publishes is scored.
@@ -94,6 +98,7 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             regions,
             detector_max_side,
             retry_max_side,
+            locate_max_side,
             as_run,
         } => {
             let mut samples = eval::load_dataset(dataset)?;
@@ -116,12 +121,15 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?;
             let first_side = detector_max_side.unwrap_or(defaults.detector_max_side);
             let retry = crate::config::retry_in_effect(*retry_max_side, first_side);
+            let locate_side =
+                locate_max_side.unwrap_or_else(|| default_locate_max_side(first_side));
             let opts = ReaderOptions {
                 regions: regions.clone(),
                 min_confidence: defaults.min_confidence,
                 detector_max_side: first_side,
                 retry_max_side: retry.0,
                 retry_camera_sized: retry.1,
+                locate_max_side: locate_side,
                 threads: *threads,
                 ..ReaderOptions::default()
             };
@@ -155,6 +163,8 @@ pub fn run(cmd: &EvalCmd) -> Result<ExitCode> {
             if *as_run {
                 summary.mode = "as-run".into();
             }
+            summary.locate_max_side = reader.reads_parts().then_some(locate_side);
+            summary.located = reader.reads_parts().then_some(reader.located());
             println!("{}", serde_json::to_string(&summary)?);
             Ok(ExitCode::SUCCESS)
         }

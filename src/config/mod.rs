@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::delivery::client::MqttProtocol;
 use crate::delivery::FullPolicy;
 use crate::models::ModelSet;
-use crate::plate::reader::DEFAULT_RETRY_MAX_SIDE;
+use crate::plate::reader::{default_locate_max_side, DEFAULT_RETRY_MAX_SIDE};
 use crate::source::{AtEnd, Handoff};
 
 /// The whole configuration file.
@@ -228,9 +228,20 @@ pub struct PlateConfig {
     /// frames alone.
     #[serde(default)]
     pub retry_max_side: Option<u32>,
+    /// The text-detector set first finds where text is with its detector at this longest side
+    /// and reads only there (px, multiple of 32, below `detector_max_side`); 0 = off, whole
+    /// frames. Unset: half of `detector_max_side`.
+    #[serde(default)]
+    pub locate_max_side: Option<u32>,
 }
 
 impl PlateConfig {
+    /// The locating look's longest side in effect (0 = off).
+    pub fn locate_max_side(&self) -> u32 {
+        self.locate_max_side
+            .unwrap_or_else(|| default_locate_max_side(self.detector_max_side))
+    }
+
     /// The retry in effect, as `(retry_max_side, camera-sized frames too)`: as set, for every
     /// frame; unset, [`DEFAULT_RETRY_MAX_SIDE`] (off when the first pass is that large) for
     /// frames that are not camera-sized
@@ -260,6 +271,7 @@ impl Default for PlateConfig {
             regions: default_regions(),
             detector_max_side: default_detector_max_side(),
             retry_max_side: None,
+            locate_max_side: None,
         }
     }
 }
@@ -473,6 +485,31 @@ url = "rtsp://10.0.0.5/stream1"
             retry("detector_max_side = 1280"),
             (DEFAULT_RETRY_MAX_SIDE, false)
         );
+    }
+
+    #[test]
+    fn the_locating_look_is_half_the_first_pass_unless_set() {
+        let parse = |plates: &str| {
+            Config::from_toml(&format!("{MINIMAL}[plates]\n{plates}"), Path::new("t.toml"))
+        };
+        let locate = |plates: &str| parse(plates).unwrap().plates.locate_max_side();
+        assert_eq!(locate(""), 480);
+        assert_eq!(locate("detector_max_side = 1280"), 640);
+        assert_eq!(locate("locate_max_side = 0"), 0);
+        assert_eq!(locate("locate_max_side = 640"), 640);
+        assert_eq!(parse("").unwrap().reader_options().locate_max_side, 480);
+        for bad in [
+            "locate_max_side = 960",
+            "locate_max_side = 500",
+            "locate_max_side = 128",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("plates.locate_max_side")
+                    && err.contains("below plates.detector_max_side (960)"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

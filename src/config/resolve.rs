@@ -126,6 +126,7 @@ impl Config {
                 .collect(),
             min_confidence: self.plates.min_confidence,
             detector_max_side: self.plates.detector_max_side,
+            locate_max_side: self.plates.locate_max_side(),
             retry_max_side,
             retry_camera_sized,
             threads: self.runtime.threads,

@@ -291,6 +291,19 @@ impl Config {
                 ),
             );
         }
+        if let Some(locate) = p.locate_max_side {
+            if locate != 0
+                && (locate < 160 || locate >= p.detector_max_side || !locate.is_multiple_of(32))
+            {
+                issue(
+                    "plates.locate_max_side",
+                    format!(
+                        "{} is not allowed: 0 (off) or a multiple of 32 from 160 to below plates.detector_max_side ({})",
+                        locate, p.detector_max_side
+                    ),
+                );
+            }
+        }
         if let Some(retry) = p.retry_max_side {
             if retry != 0
                 && (retry <= p.detector_max_side || retry > 4096 || !retry.is_multiple_of(32))

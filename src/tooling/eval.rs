@@ -345,6 +345,14 @@ pub struct Summary {
     pub regions: Vec<String>,
     /// `frame` or `as-run`.
     pub mode: String,
+    /// The text-detector set's locating look (`plates.locate_max_side`, 0 = off); absent for
+    /// the sets with a plate detector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locate_max_side: Option<u32>,
+    /// Reads (frames, or as run the frames the models ran on) whose plates came from the
+    /// locating look's parts rather than a whole look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub located: Option<u64>,
 }
 
 /// Summarises outcomes.
@@ -382,6 +390,8 @@ pub fn summarise(outcomes: &[Outcome], models: &str, threads: usize) -> Summary 
         threads,
         regions: Vec::new(),
         mode: "frame".into(),
+        locate_max_side: None,
+        located: None,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::models::{self, ModelSet};
 use crate::vision::{self, BBox};
 
 mod framings;
+mod locate;
 mod plate_boxes;
 mod text_lines;
 
@@ -70,6 +71,9 @@ pub struct ReaderOptions {
     pub min_confidence: f32,
     /// Longest side of the frame given to full-frame detectors.
     pub detector_max_side: u32,
+    /// The text-detector set first finds where text is with its detector at this longest side,
+    /// then reads only there at `detector_max_side`'s scale (0 = off: whole frames).
+    pub locate_max_side: u32,
     /// Intra-op threads per session.
     pub threads: usize,
     /// Text lines shorter than this (px) are not read.
@@ -103,11 +107,23 @@ impl Default for ReaderOptions {
             regions: vec![Region::Vn, Region::Cn],
             min_confidence: 0.6,
             detector_max_side: 960,
+            locate_max_side: default_locate_max_side(960),
             threads: 1,
             min_text_height: 8.0,
             retry_max_side: DEFAULT_RETRY_MAX_SIDE,
             retry_camera_sized: false,
         }
+    }
+}
+
+/// The default `locate_max_side` for a first pass at `detector_max_side`: half of it, in multiples
+/// of 32 (480 at 960; measured in `docs/accuracy.md`), or off (0) when that is under 160.
+pub fn default_locate_max_side(detector_max_side: u32) -> u32 {
+    let half = detector_max_side / 2 / 32 * 32;
+    if half >= 160 {
+        half
+    } else {
+        0
     }
 }
 
@@ -160,6 +176,8 @@ pub struct PlateReader {
     unread: Vec<BBox>,
     /// Plate reads refused since loading, by reason.
     refused: Refusals,
+    /// Reads (of a frame or a part) whose first look was the locating look's parts.
+    located: u64,
     opts: ReaderOptions,
 }
 
@@ -224,6 +242,7 @@ impl PlateReader {
             box_lines,
             unread: Vec::new(),
             refused: Refusals::default(),
+            located: 0,
             opts,
         })
     }
@@ -243,6 +262,12 @@ impl PlateReader {
     /// Plate reads refused since the reader was loaded: nothing is published for them.
     pub fn refused(&self) -> Refusals {
         self.refused
+    }
+
+    /// How many reads since loading took their plates from the parts a locating look found
+    /// (`ReaderOptions::locate_max_side`) rather than from the whole frame or part.
+    pub fn located(&self) -> u64 {
+        self.located
     }
 
     /// Reads every plate in a BGR frame.
