@@ -22,6 +22,10 @@ use crate::vision::BBox;
 /// (locating at 480) parts padded by two line heights read us 0.806 and eu 0.861 (whole frames
 /// 0.820 and 0.898); at 0.30 / 0.35 / 0.40 / 0.50 of the sides, see `docs/accuracy.md`.
 const MIN_PART_SHARE: f32 = 0.35;
+/// A part of the frame smaller than this share of it (a moved part of the lane) is read whole: in
+/// `benches/pipeline.rs`'s `moved_part` (a moved part 0.13 of a 1080p frame) locating inside it
+/// took 1.1 times the time of reading it whole.
+const MIN_REGION_SHARE: f64 = 0.25;
 /// Padding around a located line, in line heights (horizontal, vertical), for lines whose part
 /// is larger than [`MIN_PART_SHARE`] asks.
 const LINE_PADDING: (f32, f32) = (2.0, 1.5);
@@ -68,14 +72,17 @@ impl PlateReader {
     /// those lines are read, each at `detector_max_side`'s scale. `None` when the whole region
     /// is to be read instead: locating is off, the parts would not save much (too many lines,
     /// too much of the region, lines that kept running past their parts), or they gave no
-    /// plate-like read (a plate the small look missed is then found by the whole one).
+    /// plate-like read (a plate the small look missed is then found by the whole one), or `part`
+    /// is already a small part of the frame ([`MIN_REGION_SHARE`]).
     ///
     /// A part is read again larger while a line found there runs into one of its edges (an edge
     /// that is not the region's): the locating look may have found only part of a line, and a
     /// line cut by its part's edge reads as a shorter plate.
     pub(super) fn read_located(&mut self, frame: &Mat, part: Option<Rect>) -> Result<Option<Look>> {
         let (side, max_side) = (self.opts.locate_max_side, self.opts.detector_max_side);
-        if side == 0 || side >= max_side {
+        let frame_area = frame.cols() as f64 * frame.rows() as f64;
+        let small_part = part.is_some_and(|p| (p.area() as f64) < MIN_REGION_SHARE * frame_area);
+        if side == 0 || side >= max_side || small_part {
             return Ok(None);
         }
         // What the parts refuse is counted only if their reads are the ones kept.
