@@ -11,8 +11,8 @@ use anyhow::Result;
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 
-use super::text_lines::{align_to_detector, Look};
-use super::{Detector, PlateReader};
+use super::text_lines::{align_to_detector, side_at_scale, Look};
+use super::PlateReader;
 use crate::plate::text_det::TextDetector;
 use crate::vision::BBox;
 
@@ -40,16 +40,10 @@ impl PlateReader {
     /// The text lines the detector finds in `part` of the frame (all of it when `None`) at the
     /// scale `side` gives the whole frame; boxes in frame pixels.
     fn locate_lines(&mut self, frame: &Mat, part: Option<Rect>, side: u32) -> Result<Vec<BBox>> {
-        let det = match (&mut self.detector, &mut self.box_lines) {
-            (Detector::Text(det), _) | (_, Some(det)) => det,
-            _ => unreachable!("called with a text detector only"),
-        };
         let scale = TextDetector::scale(frame.cols(), frame.rows(), side);
         let region = part.unwrap_or(Rect::new(0, 0, frame.cols(), frame.rows()));
-        let part_side = (region.width.max(region.height) as f32 * scale)
-            .round()
-            .max(32.0) as u32;
-        det.set_max_side(part_side);
+        let det = self.text_detector();
+        det.set_max_side(side_at_scale(region, scale));
         let boxes = if part.is_some() {
             let crop = Mat::roi(frame, region)?.try_clone()?;
             det.detect(&crop)?
@@ -116,12 +110,11 @@ impl PlateReader {
         let scale = TextDetector::scale(w, h, max_side);
         let mut todo = look_parts(&lines, region, w, h, scale);
         tracing::trace!(?lines, parts = ?todo, "located text lines");
-        let area = |parts: &[Rect]| parts.iter().map(|r| r.area() as f64).sum::<f64>();
         let mut done: Vec<(Rect, Look)> = Vec::new();
         let mut growths = 0;
         while let Some(p) = todo.pop() {
-            let done_area: f64 = done.iter().map(|(r, _)| r.area() as f64).sum();
-            let share = (area(&todo) + done_area + p.area() as f64) / region.area().max(1) as f64;
+            let parts = todo.iter().chain(done.iter().map(|(r, _)| r)).chain([&p]);
+            let share = parts.map(|r| r.area() as f64).sum::<f64>() / region.area().max(1) as f64;
             if share > MAX_PARTS_SHARE {
                 return Ok(None);
             }

@@ -95,14 +95,21 @@ impl PlateReader {
         };
         let scale = TextDetector::scale(frame.cols(), frame.rows(), max_side);
         let part = align_to_detector(part, frame.cols(), frame.rows(), scale);
-        let side = (part.width.max(part.height) as f32 * scale)
-            .round()
-            .max(32.0) as u32;
+        let side = side_at_scale(part, scale);
         // A copy (under a millisecond at 1080p): the detector and the line warps take a `Mat`.
         let crop = Mat::roi(frame, part)?.try_clone()?;
         let mut look = self.read_text_lines(&crop, side)?;
         look.shift(part.x as f32, part.y as f32);
         Ok(look)
+    }
+
+    /// The text detector: the set's own, or the one the fast-alpr set finds the lines around a
+    /// plate box with.
+    pub(super) fn text_detector(&mut self) -> &mut TextDetector {
+        match (&mut self.detector, &mut self.box_lines) {
+            (Detector::Text(det), _) | (_, Some(det)) => det,
+            _ => unreachable!("called with a text detector only"),
+        }
     }
 
     /// The plates read from the text lines of `bbox`'s neighbourhood ([`NEIGHBOURHOOD`]), in
@@ -118,10 +125,7 @@ impl PlateReader {
 
     /// The text-detector path: text lines found at `max_side`, read, and assembled into plates.
     pub(super) fn read_text_lines(&mut self, frame: &Mat, max_side: u32) -> Result<Look> {
-        let det = match (&mut self.detector, &mut self.box_lines) {
-            (Detector::Text(det), _) | (_, Some(det)) => det,
-            _ => unreachable!("called with a text detector only"),
-        };
+        let det = self.text_detector();
         det.set_max_side(max_side);
         let boxes = det.detect(frame)?;
         let found: Vec<BBox> = boxes.iter().map(|b| BBox::around(&b.quad)).collect();
@@ -310,6 +314,13 @@ fn retry_sides(first: u32, retry_max: u32, frame_side: u32) -> Vec<u32> {
         sides.push(retry_max);
     }
     sides
+}
+
+/// The detector's longest side for `part` of a frame when the whole frame is seen at `scale`.
+pub(super) fn side_at_scale(part: Rect, scale: f32) -> u32 {
+    (part.width.max(part.height) as f32 * scale)
+        .round()
+        .max(32.0) as u32
 }
 
 /// `part` of a `w` × `h` frame grown, about its centre and within the frame, so that its sides
