@@ -11,7 +11,7 @@ use anyhow::Result;
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 
-use super::text_lines::{align_to_detector, side_at_scale, Look};
+use super::text_lines::{align_to_detector, plate_like, side_at_scale, Look};
 use super::PlateReader;
 use crate::plate::text_det::TextDetector;
 use crate::vision::BBox;
@@ -83,7 +83,7 @@ impl PlateReader {
         let refused = self.refused;
         let look = self.read_located_parts(frame, part, side, max_side)?;
         match look {
-            Some(look) if look.reads.iter().any(|r| r.plausibility() == 2) => {
+            Some(look) if plate_like(&look.reads) => {
                 self.located += 1;
                 Ok(Some(look))
             }

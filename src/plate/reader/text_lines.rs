@@ -21,16 +21,14 @@ impl PlateReader {
     /// Every read of a frame: text lines at the first scale (where a locating look found text,
     /// [`read_located`](Self::read_located), else the whole frame) and, while that gave no
     /// plate-like read, again larger ([`retry_sides`]): small plates vanish at the first scale.
-    /// Then lines
-    /// that read like a piece of a plate ([`piece_of_a_plate`]) and lie in no plate read are
-    /// looked at closer ([`read_around`](Self::read_around)); a VN/CN plate found there that
-    /// holds the piece is taken. Measured on the shared photos: cn 0.894 -> 0.906 (the Hong
+    /// Then lines that read like a piece of a plate ([`piece_of_a_plate`]) and lie in no plate
+    /// read are looked at closer ([`read_around`](Self::read_around)); a VN/CN plate found there
+    /// that holds the piece is taken. Measured on the shared photos: cn 0.894 -> 0.906 (the Hong
     /// Kong plate `LX8170`, found as `8170`), vn 0.972 -> 0.986, no wrong read added.
     ///
     /// With a `part`, only that part of the frame is looked at, at each scale the whole frame
     /// would be (closer looks may reach past it).
     pub(super) fn read_text(&mut self, frame: &Mat, part: Option<Rect>) -> Result<Vec<PlateRead>> {
-        let plate_like = |reads: &[PlateRead]| reads.iter().any(|r| r.plausibility() == 2);
         let Look {
             mut reads,
             mut pieces,
@@ -297,6 +295,12 @@ fn holds_no_province(latin: &TextRead) -> bool {
     let two_digits_first = n.chars().take(2).filter(char::is_ascii_digit).count() == 2;
     let no_digit = !n.is_empty() && !n.chars().any(|c| c.is_ascii_digit());
     no_digit || (two_digits_first && classify(&n, &[Region::Vn]).is_some())
+}
+
+/// Whether a look gave a read that is plausibly a plate ([`PlateRead::plausibility`] 2): what
+/// ends the search at larger scales, and what a locating look's parts must give.
+pub(super) fn plate_like(reads: &[PlateRead]) -> bool {
+    reads.iter().any(|r| r.plausibility() == 2)
 }
 
 /// The longest sides the text detector tries, in order, after the first pass (at `first`) gave
